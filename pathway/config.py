@@ -1,0 +1,376 @@
+"""Load and check the clinical configuration once, at start.
+
+`config/pathway.yaml` becomes a typed `PathwayConfig`; `config/valuesets/*.json` (FHIR ValueSets)
+become a `Terminology` that answers "which of our value sets hold this code?" in one dict lookup.
+A broken file stops the service with a `ConfigError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from pathway.rules import config as rc
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
+DEFAULT_PROFILES_DIR = PROJECT_ROOT / "fhir_profiles"
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+# Value sets the FHIR adapter and the rules rely on: a missing one is a broken deployment.
+REQUIRED_VALUESETS = (
+    "oud-conditions", "oud-remission-conditions", "oud-mild-conditions",
+    "oud-moderate-severe-conditions", "opioid-withdrawal-conditions", "pregnancy-conditions",
+    "withdrawal-treatment-reasons",
+    "alt", "ast", "qtc", "pregnancy-status", "hcg", "systolic-bp", "heart-rate",
+    "hiv-screening", "hcv-screening",
+    "result-positive", "result-negative", "pregnant-answers",
+    "uds-opiates", "uds-fentanyl", "uds-6mam", "uds-oxycodone", "uds-buprenorphine",
+    "uds-methadone", "uds-eddp", "uds-benzodiazepines", "uds-stimulants",
+    "buprenorphine-oud", "buprenorphine-pain", "methadone", "naltrexone", "naloxone-rescue",
+    "benzodiazepines", "cns-depressants", "lofexidine", "clonidine",
+)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the field."""
+
+    def __init__(self, file: Path | str, field: str, message: str) -> None:
+        self.file = str(file)
+        self.field = field
+        super().__init__(f"{file}: {field}: {message}")
+
+
+# ------------------------------------------------------------------ pathway.yaml
+
+
+def _build(cls: type, data: Any, file: Path, path: str) -> Any:
+    """Build dataclass `cls` from a mapping, field by field, refusing unknown or missing keys."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(file, path or "(top level)", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(file, f"{path}.{sorted(unknown)[0]}".lstrip("."), "unknown setting")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        where = f"{path}.{f.name}".lstrip(".")
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise ConfigError(file, where, "missing")
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], file, where)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, file: Path, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, file, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, file, where)  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(file, where, "expected a list")
+        inner = typing.get_args(tp)[0]
+        return tuple(_coerce(inner, v, file, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(file, where, "expected a mapping")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(vt, v, file, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, where, "expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(file, where, f"expected a whole number >= 0, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(file, where, f"expected a number >= 0, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(file, where, f"expected text, got {value!r}")
+        return value
+    raise ConfigError(file, where, f"unsupported type {tp}")  # pragma: no cover
+
+
+def _task_rules(raw: Any, file: Path) -> dict[str, rc.TaskRule]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(file, "tasks", "expected a mapping")
+    out: dict[str, rc.TaskRule] = {}
+    for code, spec in raw.items():
+        where = f"tasks.{code}"
+        if not isinstance(spec, Mapping):
+            raise ConfigError(file, where, "expected a mapping")
+        spec = dict(spec)
+        interval = spec.pop("interval_days", None)
+        if isinstance(interval, Mapping):
+            spec["interval_by_phase"] = interval
+        elif interval is not None:
+            spec["interval_days"] = interval
+        rule = _build(rc.TaskRule, spec, file, where)
+        if rule.priority not in ("routine", "urgent", "asap", "stat"):
+            raise ConfigError(file, f"{where}.priority", f"not a FHIR request priority: "
+                              f"{rule.priority!r}")
+        out[str(code)] = rule
+    return out
+
+
+TASK_CODES = (
+    "collect-uds", "assess-cows", "assess-oud-severity", "assess-readiness", "order-lft",
+    "order-ecg", "pregnancy-test", "hiv-hcv-screening", "prescribe-naloxone",
+    "discuss-moud-options", "review-adherence", "review-cns-depressants", "follow-up-visit",
+    "motivational-interviewing", "contingency-management", "cbt", "case-management",
+    "mutual-help", "peer-support", "addiction-counseling", "family-support",
+)
+PHASES = ("assessment", "stabilization", "maintenance", "recovery")
+STAGES = ("precontemplation", "contemplation", "preparation", "action", "maintenance")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAlias:
+    system: str
+    code: str
+    means: str
+
+
+OBSERVATION_CODES = ("cows-total", "dsm5-oud-criteria-count", "last-opioid-use",
+                     "readiness-stage")
+
+
+def load_pathway_config(file: Path) -> tuple[rc.PathwayConfig, tuple[LocalAlias, ...]]:
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(file, "(file)", "not found") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(file, "(syntax)", str(e).replace("\n", " ")) from e
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "(top level)", "expected a mapping")
+    raw = dict(raw)
+    aliases_raw = raw.pop("local_code_aliases", []) or []
+    tasks = _task_rules(raw.pop("tasks", None), file)
+    raw["tasks"] = {}
+    cfg: rc.PathwayConfig = _build(rc.PathwayConfig, raw, file, "")
+    cfg = dataclasses.replace(cfg, tasks=tasks)
+    for code in TASK_CODES:
+        if code not in tasks:
+            raise ConfigError(file, f"tasks.{code}", "missing")
+    for code in ("collect-uds", "follow-up-visit"):
+        by_phase = tasks[code].interval_by_phase or {}
+        for ph in PHASES:
+            if ph not in by_phase:
+                raise ConfigError(file, f"tasks.{code}.interval_days.{ph}", "missing")
+    for stage in (*STAGES, "unknown"):
+        if stage not in cfg.psychosocial.by_stage:
+            raise ConfigError(file, f"psychosocial.by_stage.{stage}", "missing")
+        for code in cfg.psychosocial.by_stage[stage]:
+            if code not in TASK_CODES:
+                raise ConfigError(file, f"psychosocial.by_stage.{stage}", f"unknown task {code}")
+    if cfg.methadone.qtc_caution_min_ms > cfg.methadone.qtc_contraindicated_above_ms:
+        raise ConfigError(file, "methadone.qtc_caution_min_ms", "above the contraindication limit")
+    if cfg.naltrexone.liver_caution_uln_multiple > cfg.naltrexone.liver_contraindicated_uln_multiple:
+        raise ConfigError(file, "naltrexone.liver_caution_uln_multiple",
+                          "above the contraindication multiple")
+    if not isinstance(aliases_raw, list):
+        raise ConfigError(file, "local_code_aliases", "expected a list")
+    aliases: list[LocalAlias] = []
+    for i, a in enumerate(aliases_raw):
+        alias = _build(LocalAlias, a, file, f"local_code_aliases[{i}]")
+        if alias.means not in OBSERVATION_CODES:
+            raise ConfigError(file, f"local_code_aliases[{i}].means",
+                              f"must be one of {', '.join(OBSERVATION_CODES)}")
+        aliases.append(alias)
+    return cfg, tuple(aliases)
+
+
+# ------------------------------------------------------------------ value sets
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSetCodes:
+    id: str
+    url: str
+    version: str
+    codes: frozenset[tuple[str, str]]
+    prefixes: tuple[tuple[str, str], ...]  # ICD-10-CM is-a filters, as code prefixes
+    includes: tuple[str, ...]  # urls of included value sets
+
+
+class Terminology:
+    """(system, code) -> the ids of our value sets that hold it. Built once; lookups cached."""
+
+    def __init__(self, valuesets: Mapping[str, ValueSetCodes]) -> None:
+        self.valuesets = dict(valuesets)
+        by_url = {v.url: v for v in valuesets.values()}
+        index: dict[tuple[str, str], set[str]] = {}
+        prefixes: list[tuple[str, str, str]] = []
+
+        def expand(vs: ValueSetCodes, into: str, seen: frozenset[str]) -> None:
+            for key in vs.codes:
+                index.setdefault(key, set()).add(into)
+            prefixes.extend((system, prefix, into) for system, prefix in vs.prefixes)
+            for url in vs.includes:
+                if url in seen:
+                    continue
+                expand(by_url[url], into, seen | {url})
+
+        for vs in valuesets.values():
+            expand(vs, vs.id, frozenset({vs.url}))
+        self._index = {k: frozenset(v) for k, v in index.items()}
+        self._prefixes = tuple(prefixes)
+        self._cache: dict[tuple[str, str], frozenset[str]] = {}
+
+    def lookup(self, system: str, code: str) -> frozenset[str]:
+        key = (system, code)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        found = set(self._index.get(key, ()))
+        for p_system, prefix, vs_id in self._prefixes:
+            if system == p_system and code.upper().startswith(prefix.upper()):
+                found.add(vs_id)
+        result = frozenset(found)
+        if len(self._cache) < 100_000:
+            self._cache[key] = result
+        return result
+
+    def groups(self, codings: Iterable[Any]) -> frozenset[str]:
+        out: frozenset[str] = frozenset()
+        for c in codings:
+            if isinstance(c, dict):
+                system, code = c.get("system"), c.get("code")
+                if isinstance(system, str) and isinstance(code, str):
+                    out = out | self.lookup(system, code.strip())
+        return out
+
+
+def _load_valueset(file: Path) -> tuple[ValueSetCodes, dict[str, Any]]:
+    try:
+        raw = orjson.loads(file.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise ConfigError(file, "(syntax)", str(e)) from e
+    if not isinstance(raw, dict) or raw.get("resourceType") != "ValueSet":
+        raise ConfigError(file, "resourceType", "expected ValueSet")
+    for key in ("id", "url", "version"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise ConfigError(file, key, "missing")
+    if raw["id"] != file.stem:
+        raise ConfigError(file, "id", f"{raw['id']!r} does not match the file name")
+    compose = raw.get("compose")
+    if not isinstance(compose, dict) or not isinstance(compose.get("include"), list):
+        raise ConfigError(file, "compose.include", "missing")
+    codes: set[tuple[str, str]] = set()
+    prefixes: list[tuple[str, str]] = []
+    includes: list[str] = []
+    for i, inc in enumerate(compose["include"]):
+        where = f"compose.include[{i}]"
+        if not isinstance(inc, dict):
+            raise ConfigError(file, where, "expected an object")
+        for url in inc.get("valueSet", []) or []:
+            includes.append(url)
+        system = inc.get("system")
+        if "concept" in inc or "filter" in inc:
+            if not isinstance(system, str) or not system:
+                raise ConfigError(file, f"{where}.system", "missing")
+        for j, concept in enumerate(inc.get("concept", []) or []):
+            code = concept.get("code") if isinstance(concept, dict) else None
+            if not isinstance(code, str) or not code.strip():
+                raise ConfigError(file, f"{where}.concept[{j}].code", "missing")
+            codes.add((system, code.strip()))
+        for j, flt in enumerate(inc.get("filter", []) or []):
+            ok = (isinstance(flt, dict) and flt.get("op") == "is-a" and system == ICD10CM
+                  and isinstance(flt.get("value"), str) and flt["value"])
+            if not ok:
+                raise ConfigError(file, f"{where}.filter[{j}]",
+                                  "only ICD-10-CM 'is-a' filters are supported")
+            prefixes.append((system, flt["value"]))
+    vs = ValueSetCodes(raw["id"], raw["url"], raw["version"], frozenset(codes), tuple(prefixes),
+                       tuple(includes))
+    return vs, raw
+
+
+def load_valuesets(folder: Path) -> tuple[Terminology, dict[str, dict[str, Any]]]:
+    if not folder.is_dir():
+        raise ConfigError(folder, "(folder)", "not found")
+    parsed: dict[str, ValueSetCodes] = {}
+    raw: dict[str, dict[str, Any]] = {}
+    for file in sorted(folder.glob("*.json")):
+        vs, doc = _load_valueset(file)
+        parsed[vs.id] = vs
+        raw[vs.id] = doc
+    urls = {v.url for v in parsed.values()}
+    for vs in parsed.values():
+        for url in vs.includes:
+            if url not in urls:
+                raise ConfigError(folder / f"{vs.id}.json", "compose.include.valueSet",
+                                  f"unknown value set {url}")
+    for vs_id in REQUIRED_VALUESETS:
+        if vs_id not in parsed:
+            raise ConfigError(folder / f"{vs_id}.json", "(file)", "required value set missing")
+    return Terminology(parsed), raw
+
+
+# ------------------------------------------------------------------ everything
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    pathway: rc.PathwayConfig
+    aliases: tuple[LocalAlias, ...]
+    terminology: Terminology
+    valuesets: dict[str, dict[str, Any]]  # id -> ValueSet JSON
+    conformance: dict[str, dict[str, dict[str, Any]]]  # resourceType -> id -> resource
+
+
+def _load_conformance(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    if not folder.is_dir():
+        raise ConfigError(folder, "(folder)", "not found")
+    for file in sorted(folder.glob("*.json")):
+        try:
+            doc = orjson.loads(file.read_bytes())
+        except orjson.JSONDecodeError as e:
+            raise ConfigError(file, "(syntax)", str(e)) from e
+        rtype, rid = doc.get("resourceType"), doc.get("id")
+        if not isinstance(rtype, str) or not isinstance(rid, str):
+            raise ConfigError(file, "resourceType/id", "missing")
+        out.setdefault(rtype, {})[rid] = doc
+    return out
+
+
+def load_config(config_dir: Path = DEFAULT_CONFIG_DIR,
+                profiles_dir: Path = DEFAULT_PROFILES_DIR) -> LoadedConfig:
+    cfg, aliases = load_pathway_config(config_dir / "pathway.yaml")
+    terminology, raw = load_valuesets(config_dir / "valuesets")
+    for group in (*cfg.drug_groups.full_agonist_analgesics, *cfg.drug_groups.cns_depressants,
+                  *(g for gs in cfg.drug_groups.explained_by.values() for g in gs)):
+        if group not in raw:
+            raise ConfigError(config_dir / "pathway.yaml", "drug_groups",
+                              f"no value set {group!r} in config/valuesets")
+    conformance = _load_conformance(profiles_dir)
+    plan = conformance.get("PlanDefinition", {}).get("oud-care-pathway")
+    if plan is None:
+        raise ConfigError(profiles_dir, "PlanDefinition/oud-care-pathway", "missing")
+    if plan.get("version") != cfg.version:
+        raise ConfigError(config_dir / "pathway.yaml", "version",
+                          f"{cfg.version!r} differs from the PlanDefinition version "
+                          f"{plan.get('version')!r}")
+    return LoadedConfig(cfg, aliases, terminology, raw, conformance)

@@ -1,0 +1,83 @@
+"""Flatten whatever an EHR sends into plain resources.
+
+Accepted shapes (CONTRACT §1): bare resources, Bundles of any type (searchset, collection,
+transaction), bundle entries (`{"fullUrl", "resource"}`), lists of those, nested Bundles, and
+OperationOutcomes (kept aside as warnings, never treated as data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_DEPTH = 8
+
+
+@dataclass(slots=True)
+class Flattened:
+    resources: list[tuple[dict[str, Any], str | None]] = field(default_factory=list)  # (res, fullUrl)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def flatten(item: Any, into: Flattened | None = None, full_url: str | None = None,
+            depth: int = 0) -> Flattened:
+    out = into if into is not None else Flattened()
+    if depth > MAX_DEPTH:
+        out.problems.append("Bundles nested too deeply: the inner ones were skipped")
+        return out
+    if item is None:
+        return out
+    if isinstance(item, list):
+        for x in item:
+            flatten(x, out, None, depth + 1)
+        return out
+    if not isinstance(item, dict):
+        out.problems.append(f"ignored a {type(item).__name__} where a resource was expected")
+        return out
+    rtype = item.get("resourceType")
+    if rtype is None and "resource" in item:  # a bundle entry
+        url = item.get("fullUrl")
+        return flatten(item["resource"], out, url if isinstance(url, str) else None, depth + 1)
+    if not isinstance(rtype, str):
+        out.problems.append("ignored an object without resourceType")
+        return out
+    if rtype == "Bundle":
+        entries = item.get("entry") or []
+        if not isinstance(entries, list):
+            out.problems.append("ignored a Bundle whose entry is not a list")
+            return out
+        for e in entries:
+            if isinstance(e, dict) and "resource" in e:
+                url = e.get("fullUrl")
+                flatten(e["resource"], out, url if isinstance(url, str) else None, depth + 1)
+            elif e is not None:
+                out.problems.append("ignored a Bundle entry without a resource")
+        return out
+    if rtype == "OperationOutcome":
+        out.outcomes.append(item)
+        return out
+    out.resources.append((item, full_url))
+    return out
+
+
+def reference_keys(resource: dict[str, Any], full_url: str | None) -> Iterator[str]:
+    """Every string another resource might use to point at this one."""
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    if isinstance(rid, str) and rid:
+        yield f"{rtype}/{rid}"
+    if full_url:
+        yield full_url
+        if "/" in full_url and not full_url.startswith("urn:"):
+            parts = full_url.rstrip("/").split("/")
+            if len(parts) >= 2:
+                yield f"{parts[-2]}/{parts[-1]}"
+
+
+def ref_of(resource: dict[str, Any], full_url: str | None = None) -> str:
+    """The evidence reference for a resource: `Type/id`, else its fullUrl."""
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    if isinstance(rid, str) and rid:
+        return f"{rtype}/{rid}"
+    return full_url or f"{rtype}/(no id)"

@@ -1,0 +1,515 @@
+"""FHIR R4 resources (plain parsed JSON) -> the facts of the clinical core (PATHWAY.md §1).
+
+One pass over the resources, dictionary lookups into precomputed value sets, no model
+validation: a 500-resource prefetch is read in about a millisecond. Real EHR data is messy, so
+every field is read defensively; what cannot be read becomes "unknown" (and a note), never
+"negative".
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pathway.config import LoadedConfig
+from pathway.fhir.bundle import Flattened, ref_of, reference_keys
+from pathway.rules.model import (
+    ConditionFact,
+    DrugScreen,
+    Facts,
+    LastUse,
+    Measurement,
+    MedicationOrder,
+    PatientFacts,
+    Result,
+    StageOfChange,
+    TaskRecord,
+    When,
+)
+
+ANALYTE_OF = {
+    "uds-opiates": "opiates", "uds-fentanyl": "fentanyl", "uds-6mam": "6mam",
+    "uds-oxycodone": "oxycodone", "uds-buprenorphine": "buprenorphine",
+    "uds-methadone": "methadone", "uds-eddp": "eddp", "uds-benzodiazepines": "benzodiazepines",
+    "uds-stimulants": "stimulants",
+}
+MEASUREMENT_OF = {
+    "alt": "alt", "ast": "ast", "qtc": "qtc", "systolic-bp": "sbp", "heart-rate": "hr",
+    "hcg": "hcg", "pregnancy-status": "pregnancy", "hiv-screening": "hiv",
+    "hcv-screening": "hcv",
+}
+CONDITION_TAGS = {
+    "oud-conditions": "oud", "oud-remission-conditions": "oud-remission-code",
+    "oud-mild-conditions": "oud-mild", "oud-moderate-severe-conditions": "oud-moderate-severe",
+    "opioid-withdrawal-conditions": "withdrawal", "pregnancy-conditions": "pregnancy",
+}
+REASON_TAGS = {"oud-conditions": "oud", "opioid-withdrawal-conditions": "withdrawal"}
+MEDICATION_GROUPS = frozenset({
+    "buprenorphine-oud", "buprenorphine-pain", "methadone", "naltrexone", "naloxone-rescue",
+    "benzodiazepines", "cns-depressants", "lofexidine", "clonidine",
+})
+IGNORED_REQUEST_STATUSES = frozenset({"cancelled", "entered-in-error"})
+IGNORED_OBSERVATION_STATUSES = frozenset({"cancelled", "entered-in-error"})
+IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+
+POSITIVE_WORDS = frozenset({"pos", "positive", "detected", "presumptive positive", "+"})
+NEGATIVE_WORDS = frozenset({"neg", "negative", "not detected", "none detected", "-"})
+INTERPRETATION = {"POS": Result.POSITIVE, "NEG": Result.NEGATIVE, "A": Result.POSITIVE,
+                  "N": Result.NEGATIVE, "DET": Result.POSITIVE, "ND": Result.NEGATIVE,
+                  "AA": Result.POSITIVE}
+INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+# ------------------------------------------------------------------ dates
+
+
+def parse_when(value: Any) -> When | None:
+    """FHIR date / dateTime / instant -> When (UTC). Partial dates become ranges."""
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    v = value.strip()
+    try:
+        if len(v) == 4:
+            y = int(v)
+            start = datetime(y, 1, 1, tzinfo=UTC)
+            return When(start, datetime(y, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), "year")
+        if len(v) == 7:
+            y, m = int(v[:4]), int(v[5:7])
+            last = calendar.monthrange(y, m)[1]
+            return When(datetime(y, m, 1, tzinfo=UTC),
+                        datetime(y, m, last, 23, 59, 59, 999999, tzinfo=UTC), "month")
+        if len(v) == 10:
+            d = datetime.fromisoformat(v).replace(tzinfo=UTC)
+            return When(d, d + timedelta(days=1) - timedelta(microseconds=1), "day")
+        d = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    # A time without a zone is not valid FHIR; read it as UTC rather than drop it.
+    d = d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
+    return When(d, d, "instant")
+
+
+def _first_when(*values: Any) -> When | None:
+    for v in values:
+        w = parse_when(v)
+        if w is not None:
+            return w
+    return None
+
+
+def _period_when(period: Any) -> When | None:
+    if isinstance(period, dict):
+        return _first_when(period.get("end"), period.get("start"))
+    return None
+
+
+# ------------------------------------------------------------------ small readers
+
+
+def _codings(concept: Any) -> list[Any]:
+    if isinstance(concept, dict):
+        c = concept.get("coding")
+        return c if isinstance(c, list) else []
+    return []
+
+
+def _text(concept: Any) -> str:
+    if not isinstance(concept, dict):
+        return ""
+    t = concept.get("text")
+    if isinstance(t, str) and t:
+        return t
+    for c in _codings(concept):
+        if isinstance(c, dict) and isinstance(c.get("display"), str):
+            return str(c["display"])
+    return ""
+
+
+def _code_in(concept: Any, system: str) -> str | None:
+    for c in _codings(concept):
+        if isinstance(c, dict) and c.get("system") == system and isinstance(c.get("code"), str):
+            return str(c["code"])
+    return None
+
+
+def _status_code(concept: Any) -> str | None:
+    for c in _codings(concept):
+        if isinstance(c, dict) and isinstance(c.get("code"), str):
+            return str(c["code"])
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+# ------------------------------------------------------------------ the reader
+
+
+@dataclass(slots=True)
+class Reading:
+    facts: Facts
+    notes: list[str] = field(default_factory=list)  # data problems a clinician should know of
+    evidence_dates: dict[str, str] = field(default_factory=dict)
+
+
+class FactReader:
+    """Reads one patient's resources into Facts, with the deployment's value sets."""
+
+    def __init__(self, config: LoadedConfig) -> None:
+        self.cfg = config
+        self.t = config.terminology
+        canon = config.pathway.canonical
+        self.obs_system = f"{canon}/CodeSystem/oud-observation"
+        self.type_system = f"{canon}/CodeSystem/opioid-type"
+        self.stage_system = f"{canon}/CodeSystem/readiness-stage"
+        self.action_system = f"{canon}/CodeSystem/oud-pathway-action"
+        self.task_identifier = f"{canon}/task"
+        self.aliases = {(a.system, a.code): a.means for a in config.aliases}
+
+    # --- results
+    def result_of(self, obs: dict[str, Any]) -> Result:
+        value = self._value_result(obs)
+        interp = Result.UNKNOWN
+        for concept in obs.get("interpretation") or []:
+            for c in _codings(concept):
+                if isinstance(c, dict) and isinstance(c.get("code"), str):
+                    hit = INTERPRETATION.get(c["code"].upper())
+                    if hit is not None:
+                        interp = hit
+        if value is Result.UNKNOWN:
+            return interp
+        if interp is not Result.UNKNOWN and interp is not value:
+            return Result.UNKNOWN  # value and interpretation disagree: unknown, not negative
+        return value
+
+    def _value_result(self, obs: dict[str, Any]) -> Result:
+        s = obs.get("valueString")
+        if isinstance(s, str):
+            word = " ".join(s.lower().split()).rstrip(".")
+            if word in POSITIVE_WORDS:
+                return Result.POSITIVE
+            if word in NEGATIVE_WORDS:
+                return Result.NEGATIVE
+            return Result.UNKNOWN
+        cc = obs.get("valueCodeableConcept")
+        if isinstance(cc, dict):
+            groups = self.t.groups(_codings(cc))
+            if "result-positive" in groups:
+                return Result.POSITIVE
+            if "result-negative" in groups:
+                return Result.NEGATIVE
+            word = " ".join(str(cc.get("text") or "").lower().split())
+            if word in POSITIVE_WORDS:
+                return Result.POSITIVE
+            if word in NEGATIVE_WORDS:
+                return Result.NEGATIVE
+            return Result.UNKNOWN
+        b = obs.get("valueBoolean")
+        if isinstance(b, bool):
+            return Result.POSITIVE if b else Result.NEGATIVE
+        return Result.UNKNOWN
+
+    # --- the main pass
+    def read(self, flat: Flattened, patient_id: str | None = None,
+             drafts: list[dict[str, Any]] | None = None) -> Reading:
+        notes = list(flat.problems)
+        for oo in flat.outcomes:
+            for issue in oo.get("issue") or []:
+                if isinstance(issue, dict):
+                    notes.append("The EHR reported: " + str(
+                        issue.get("diagnostics") or _text(issue.get("details"))
+                        or issue.get("code") or "an issue"))
+
+        by_key: dict[str, dict[str, Any]] = {}
+        patients: list[tuple[dict[str, Any], str | None]] = []
+        for res, url in flat.resources:
+            for key in reference_keys(res, url):
+                by_key.setdefault(key, res)
+            if res.get("resourceType") == "Patient":
+                patients.append((res, url))
+
+        patient_res, patient_url = self._pick_patient(patients, patient_id)
+        pid = patient_id or (str(patient_res.get("id")) if patient_res else None)
+        if not pid:
+            raise NoPatientError("no Patient in the data and no subject given")
+        own_refs = {f"Patient/{pid}"}
+        if patient_res is not None:
+            own_refs.update(reference_keys(patient_res, patient_url))
+
+        conditions: list[ConditionFact] = []
+        orders: list[MedicationOrder] = []
+        screens: list[DrugScreen] = []
+        measurements: list[Measurement] = []
+        uses: list[LastUse] = []
+        stages: list[StageOfChange] = []
+        tasks: list[TaskRecord] = []
+        for res, url in flat.resources:
+            rtype = res.get("resourceType")
+            if rtype in ("Patient", "Medication", "Bundle"):
+                continue
+            if not self._belongs(res, own_refs, pid):
+                continue
+            ref = ref_of(res, url)
+            if rtype == "Observation":
+                self._observation(res, ref, screens, measurements, uses, stages, notes)
+            elif rtype == "Condition":
+                c = self._condition(res, ref)
+                if c is not None:
+                    conditions.append(c)
+            elif rtype == "MedicationRequest":
+                o = self._order(res, ref, by_key, notes)
+                if o is not None and o.status not in IGNORED_REQUEST_STATUSES | {"draft"}:
+                    orders.append(o)
+            elif rtype == "Task":
+                t = self._task(res, ref)
+                if t is not None:
+                    tasks.append(t)
+
+        draft_orders: list[MedicationOrder] = []
+        for i, d in enumerate(drafts or []):
+            if isinstance(d, dict) and d.get("resourceType") == "MedicationRequest":
+                o = self._order(d, ref_of(d, f"draft-{i}"), by_key, notes, draft=True)
+                if o is not None:
+                    draft_orders.append(o)
+
+        patient = PatientFacts(
+            id=pid,
+            birth_date=parse_when(patient_res.get("birthDate")) if patient_res else None,
+            gender=patient_res.get("gender") if patient_res and isinstance(
+                patient_res.get("gender"), str) else None,
+        )
+        facts = Facts(
+            patient=patient, conditions=tuple(conditions), orders=tuple(orders),
+            screens=tuple(screens), measurements=tuple(measurements), last_uses=tuple(uses),
+            stages=tuple(stages), tasks=tuple(tasks), draft_orders=tuple(draft_orders),
+        )
+        return Reading(facts, notes)
+
+    @staticmethod
+    def _pick_patient(patients: list[tuple[dict[str, Any], str | None]],
+                      patient_id: str | None) -> tuple[dict[str, Any] | None, str | None]:
+        if patient_id is not None:
+            for res, url in patients:
+                if res.get("id") == patient_id:
+                    return res, url
+            return None, None
+        if len(patients) == 1:
+            return patients[0]
+        if len(patients) > 1:
+            raise NoPatientError("the data holds several patients: name the subject")
+        return None, None
+
+    @staticmethod
+    def _belongs(res: dict[str, Any], own_refs: set[str], pid: str) -> bool:
+        """A resource is the patient's when its subject/patient/for points at them. One with no
+        subject at all is read (prefetch is already scoped to the patient); one that names
+        another patient is not."""
+        for key in ("subject", "patient", "for"):
+            ref = res.get(key)
+            if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+                target: str = ref["reference"]
+                if target in own_refs:
+                    return True
+                parts = target.rstrip("/").split("/")
+                return len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] == pid
+        return True
+
+    # --- resources
+    def _condition(self, res: dict[str, Any], ref: str) -> ConditionFact | None:
+        if _status_code(res.get("verificationStatus")) in IGNORED_VERIFICATION:
+            return None
+        groups = self.t.groups(_codings(res.get("code")))
+        tags = frozenset(CONDITION_TAGS[g] for g in groups if g in CONDITION_TAGS)
+        if not tags:
+            return None
+        when = _first_when(res.get("recordedDate"), res.get("onsetDateTime"))
+        if when is None:
+            when = _period_when(res.get("onsetPeriod"))
+        return ConditionFact(ref, tags, _status_code(res.get("clinicalStatus")), when)
+
+    def _medication_codings(self, res: dict[str, Any], by_key: dict[str, dict[str, Any]],
+                            notes: list[str], ref: str) -> tuple[list[Any], str]:
+        cc = res.get("medicationCodeableConcept")
+        if isinstance(cc, dict):
+            return _codings(cc), _text(cc)
+        mref = res.get("medicationReference")
+        if isinstance(mref, dict):
+            target = mref.get("reference")
+            med: dict[str, Any] | None = None
+            if isinstance(target, str):
+                if target.startswith("#"):
+                    for c in res.get("contained") or []:
+                        if isinstance(c, dict) and c.get("id") == target[1:]:
+                            med = c
+                else:
+                    med = by_key.get(target)
+                    if med is None and "/" in target and not target.startswith("urn:"):
+                        med = by_key.get("/".join(target.rstrip("/").split("/")[-2:]))
+            if isinstance(med, dict) and med.get("resourceType") == "Medication":
+                codings = list(_codings(med.get("code")))
+                return codings, _text(med.get("code")) or str(mref.get("display") or "")
+            notes.append(f"{ref}: its medication ({target or 'no reference'}) is not in the "
+                         "data, so the drug is unknown")
+            return [], str(mref.get("display") or "")
+        notes.append(f"{ref}: no medication given, so the drug is unknown")
+        return [], ""
+
+    def _order(self, res: dict[str, Any], ref: str, by_key: dict[str, dict[str, Any]],
+               notes: list[str], draft: bool = False) -> MedicationOrder | None:
+        status = res.get("status")
+        if not isinstance(status, str):
+            status = "unknown"
+        codings, name = self._medication_codings(res, by_key, notes, ref)
+        groups = self.t.groups(codings)
+        groups = frozenset(g for g in groups
+                           if g in MEDICATION_GROUPS or g.startswith("opioid-analgesic-"))
+        reasons: set[str] = set()
+        for concept in res.get("reasonCode") or []:
+            for g in self.t.groups(_codings(concept)):
+                if g in REASON_TAGS:
+                    reasons.add(REASON_TAGS[g])
+        for rr in res.get("reasonReference") or []:
+            target = rr.get("reference") if isinstance(rr, dict) else None
+            cond = by_key.get(target) if isinstance(target, str) else None
+            if isinstance(cond, dict):
+                for g in self.t.groups(_codings(cond.get("code"))):
+                    if g in REASON_TAGS:
+                        reasons.add(REASON_TAGS[g])
+        return MedicationOrder(
+            ref=ref, groups=groups, status="draft" if draft else status,
+            authored=parse_when(res.get("authoredOn")), reason_tags=frozenset(reasons),
+            name=name,
+        )
+
+    def _own_code(self, codings: list[Any]) -> str | None:
+        for c in codings:
+            if not isinstance(c, dict):
+                continue
+            system, code = c.get("system"), c.get("code")
+            if system == self.obs_system and isinstance(code, str):
+                return code
+            alias = self.aliases.get((system, code))  # type: ignore[arg-type]
+            if alias is not None:
+                return alias
+        return None
+
+    def _observation(self, res: dict[str, Any], ref: str, screens: list[DrugScreen],
+                     measurements: list[Measurement], uses: list[LastUse],
+                     stages: list[StageOfChange], notes: list[str]) -> None:
+        if res.get("status") in IGNORED_OBSERVATION_STATUSES:
+            return
+        codings = _codings(res.get("code"))
+        when = _first_when(res.get("effectiveDateTime"), res.get("effectiveInstant"))
+        if when is None:
+            when = _period_when(res.get("effectivePeriod")) or parse_when(res.get("issued"))
+        own = self._own_code(codings)
+        if own is not None:
+            self._own_observation(own, res, ref, when, measurements, uses, stages, notes)
+            return
+        groups = self.t.groups(codings)
+        for g in groups:
+            analyte = ANALYTE_OF.get(g)
+            if analyte is not None:
+                result = self.result_of(res)
+                if result is Result.UNKNOWN:
+                    notes.append(f"{ref}: drug screen result unreadable, counted as unknown")
+                screens.append(DrugScreen(ref, analyte, result, when))
+        for g in groups:
+            kind = MEASUREMENT_OF.get(g)
+            if kind is None:
+                continue
+            if kind in ("hcg", "hiv", "hcv"):
+                measurements.append(Measurement(ref, kind, None, when, None, self.result_of(res)))
+            elif kind == "pregnancy":
+                measurements.append(Measurement(ref, kind, None, when, None,
+                                                self._pregnancy(res)))
+            else:
+                measurements.append(self._quantity(res, ref, kind, when))
+        # Blood pressure panels carry the systolic value in a component.
+        for comp in res.get("component") or []:
+            if not isinstance(comp, dict):
+                continue
+            for g in self.t.groups(_codings(comp.get("code"))):
+                kind = MEASUREMENT_OF.get(g)
+                if kind in ("sbp", "hr", "qtc"):
+                    measurements.append(self._quantity(comp, ref, kind, when))
+
+    def _quantity(self, res: dict[str, Any], ref: str, kind: str, when: When | None) -> Measurement:
+        value: float | None = None
+        q = res.get("valueQuantity")
+        if isinstance(q, dict):
+            value = _number(q.get("value"))
+        elif "valueInteger" in res:
+            value = _number(res.get("valueInteger"))
+        upper = None
+        for rr in res.get("referenceRange") or []:
+            if isinstance(rr, dict) and isinstance(rr.get("high"), dict):
+                upper = _number(rr["high"].get("value"))
+                break
+        return Measurement(ref, kind, value, when, upper)
+
+    def _pregnancy(self, res: dict[str, Any]) -> Result:
+        cc = res.get("valueCodeableConcept")
+        groups = self.t.groups(_codings(cc))
+        if "pregnant-answers" in groups:
+            return Result.POSITIVE
+        if _codings(cc):
+            return Result.NEGATIVE  # a coded answer that is not "pregnant"
+        return Result.UNKNOWN
+
+    def _own_observation(self, code: str, res: dict[str, Any], ref: str, when: When | None,
+                         measurements: list[Measurement], uses: list[LastUse],
+                         stages: list[StageOfChange], notes: list[str]) -> None:
+        if code in ("cows-total", "dsm5-oud-criteria-count"):
+            kind = "cows" if code == "cows-total" else "severity"
+            m = self._quantity(res, ref, kind, when)
+            top = 48 if kind == "cows" else 11
+            if m.value is None or not 0 <= m.value <= top:
+                notes.append(f"{ref}: {code} value missing or outside 0-{top}, ignored")
+                return
+            measurements.append(m)
+        elif code == "last-opioid-use":
+            used = parse_when(res.get("valueDateTime"))
+            if used is None:
+                notes.append(f"{ref}: last opioid use without a readable date")
+            kind: str | None = None
+            for comp in res.get("component") or []:
+                if isinstance(comp, dict) and _code_in(comp.get("code"), self.obs_system) == (
+                    "opioid-type"
+                ):
+                    kind = _code_in(comp.get("valueCodeableConcept"), self.type_system)
+            if kind not in (None, "short-acting", "long-acting", "fentanyl"):
+                kind = None
+            uses.append(LastUse(ref, used, kind))
+        elif code == "readiness-stage":
+            stage = _code_in(res.get("valueCodeableConcept"), self.stage_system)
+            stages.append(StageOfChange(ref, stage, when))
+
+    def _task(self, res: dict[str, Any], ref: str) -> TaskRecord | None:
+        code = _code_in(res.get("code"), self.action_system)
+        if code is None:
+            return None
+        ours = any(isinstance(i, dict) and i.get("system") == self.task_identifier
+                   for i in res.get("identifier") or [])
+        if not ours:
+            return None
+        when = _period_when(res.get("executionPeriod")) or _first_when(
+            res.get("lastModified"), res.get("authoredOn"))
+        status = res.get("status") if isinstance(res.get("status"), str) else "unknown"
+        return TaskRecord(ref, code, str(status), when)
+
+
+class NoPatientError(ValueError):
+    """The data does not say whose it is."""

@@ -1,0 +1,326 @@
+"""Derived facts of PATHWAY.md §2 (and the §8 definitions they rest on), computed once.
+
+Everything downstream (phase, suitability, safety, tasks) reads a `Findings`, never the raw
+facts twice, so one evaluation is a single pass over the patient's data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from pathway.rules import timing
+from pathway.rules.config import PathwayConfig
+from pathway.rules.model import (
+    ConditionFact,
+    DrugScreen,
+    Facts,
+    LastUse,
+    Measurement,
+    MedicationOrder,
+    Result,
+    StageOfChange,
+    When,
+)
+
+ACTIVE_CONDITION = frozenset({"active", "recurrence", "relapse"})
+REMISSION_CONDITION = frozenset({"remission", "inactive", "resolved"})
+HISTORY_STATUSES = frozenset({"completed", "stopped", "on-hold", "unknown"})
+EPISODE_STATUSES = frozenset({"active", "completed", "stopped"})
+MOUD_DRUGS = ("buprenorphine", "methadone", "naltrexone")
+T = TypeVar("T")
+
+
+def moud_drug(order: MedicationOrder, oud_evidence: bool) -> str | None:
+    """The MOUD an order is, if any: buprenorphine-for-OUD always; methadone and naltrexone
+    only with OUD evidence (methadone for pain and naltrexone for alcohol are not MOUD)."""
+    if "buprenorphine-oud" in order.groups:
+        return "buprenorphine"
+    if "methadone" in order.groups and (oud_evidence or "oud" in order.reason_tags):
+        return "methadone"
+    if "naltrexone" in order.groups and (oud_evidence or "oud" in order.reason_tags):
+        return "naltrexone"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Findings:
+    as_of: datetime
+    oud_evidence: bool
+    evidence_reasons: tuple[str, ...]
+    evidence_refs: tuple[str, ...]
+    oud_status: str | None  # active | remission (the deciding OUD Condition), None without one
+    oud_condition: ConditionFact | None
+    severity: str | None
+    severity_ref: str | None
+    orders: tuple[MedicationOrder, ...]  # not after as_of; history and active
+    active_orders: tuple[MedicationOrder, ...]
+    active_moud: dict[str, MedicationOrder]  # drug -> the latest active order of it
+    episode_start: When | None
+    episode_refs: tuple[str, ...]
+    past_moud: tuple[MedicationOrder, ...]
+    screens: tuple[DrugScreen, ...]  # not after as_of, newest first
+    illicit: tuple[DrugScreen, ...]  # illicit opioid positives, newest first
+    in_withdrawal: bool
+    withdrawal_reasons: tuple[str, ...]
+    withdrawal_refs: tuple[str, ...]
+    withdrawal_cows: Measurement | None  # a COWS at or over the withdrawal threshold in 72 h
+    latest: dict[str, Measurement]  # newest measurement of each kind, not after as_of
+    last_use: LastUse | None
+    stage: StageOfChange | None  # current (inside its validity) or None = unknown
+    known_pregnant: bool
+    pregnancy_refs: tuple[str, ...]
+
+    def has_active(self, groups: tuple[str, ...] | frozenset[str]) -> list[MedicationOrder]:
+        return [o for o in self.active_orders if o.groups & frozenset(groups)]
+
+    def screens_within(self, days: int) -> list[DrugScreen]:
+        return [s for s in self.screens if timing.may_be_within_days(s.when, self.as_of, days)]
+
+    def illicit_within(self, days: int) -> list[DrugScreen]:
+        return [s for s in self.illicit if timing.may_be_within_days(s.when, self.as_of, days)]
+
+
+def _newest_first(items: list[T], when_of: Callable[[T], When | None]) -> list[T]:
+    return sorted(items, key=lambda i: timing.sort_key(when_of(i)), reverse=True)
+
+
+def _condition_status(c: ConditionFact) -> str:
+    if "oud-remission-code" in c.tags or c.clinical_status in REMISSION_CONDITION:
+        return "remission"
+    # No clinicalStatus: the conservative reading is active disease.
+    return "active"
+
+
+def _deciding_oud_condition(conditions: list[ConditionFact]) -> ConditionFact | None:
+    """§8: the most recently recorded OUD Condition decides; on a tie active wins."""
+    if not conditions:
+        return None
+
+    def key(c: ConditionFact) -> tuple[tuple[datetime, datetime], int]:
+        return (timing.sort_key(c.when), 1 if _condition_status(c) == "active" else 0)
+
+    return max(conditions, key=key)
+
+
+def _severity(facts: Facts, as_of: datetime, cfg: PathwayConfig, latest: dict[str, Measurement],
+              oud_conditions: list[ConditionFact]) -> tuple[str | None, str | None]:
+    sev = latest.get("severity")
+    if sev is not None and sev.value is not None and timing.may_be_within_days(
+        sev.when, as_of, cfg.evidence.severity_lookback_days
+    ):
+        count = sev.value
+        if count >= cfg.severity.severe_min:
+            return "severe", sev.ref
+        if count >= cfg.severity.moderate_min:
+            return "moderate", sev.ref
+        if count >= cfg.severity.mild_min:
+            return "mild", sev.ref
+        return None, sev.ref
+    # Derived from the diagnosis code (§1): F11.2x is "moderate or severe", never "severe" (§8).
+    for c in oud_conditions:
+        if "oud-moderate-severe" in c.tags:
+            return "moderate-or-severe", c.ref
+    for c in oud_conditions:
+        if "oud-mild" in c.tags:
+            return "mild", c.ref
+    return None, None
+
+
+def _explained(screen: DrugScreen, active: list[MedicationOrder], cfg: PathwayConfig) -> bool:
+    groups = cfg.drug_groups.explained_by.get(screen.analyte, ())
+    return any(o.groups & frozenset(groups) for o in active)
+
+
+def _episode(
+    orders: list[MedicationOrder], active: MedicationOrder | None, oud: bool, cfg: PathwayConfig
+) -> tuple[When | None, tuple[str, ...]]:
+    """§8 episode chain: MOUD requests (active, completed, stopped) by authoredOn; consecutive
+    ones at most `episode_gap_days` apart form one episode; the start is the earliest of the
+    chain that ends in the active request."""
+    if active is None or active.authored is None:
+        return None, ()
+    chain = sorted(
+        (o for o in orders
+         if o.status in EPISODE_STATUSES and o.authored is not None and moud_drug(o, oud)
+         and o.authored.earliest <= active.authored.latest),
+        key=lambda o: timing.sort_key(o.authored),
+    )
+    start = active
+    refs = [active.ref]
+    for o in reversed(chain):
+        if o is active or o.authored is None or start.authored is None:
+            continue
+        gap = (start.authored.earliest.date() - o.authored.latest.date()).days
+        if gap <= cfg.phase.episode_gap_days:
+            start = o
+            refs.append(o.ref)
+        else:
+            break
+    return start.authored, tuple(dict.fromkeys(refs))
+
+
+def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
+    conditions = [c for c in facts.conditions if timing.not_after(c.when, as_of) or c.when is None]
+    oud_conditions = [c for c in conditions if "oud" in c.tags]
+    orders = [o for o in facts.orders if o.authored is None or timing.not_after(o.authored, as_of)]
+    active_orders = tuple(o for o in orders if o.status == "active")
+
+    measurements = [m for m in facts.measurements if timing.not_after(m.when, as_of)]
+    latest: dict[str, Measurement] = {}
+    for m in _newest_first(measurements, lambda m: m.when):
+        latest.setdefault(m.kind, m)
+
+    severity, severity_ref = _severity(facts, as_of, cfg, latest, oud_conditions)
+
+    # --- OUD evidence (§2, §8)
+    reasons: list[str] = []
+    refs: list[str] = []
+    deciding = _deciding_oud_condition(oud_conditions)
+    if deciding is not None:
+        status = _condition_status(deciding)
+        reasons.append(
+            "OUD diagnosis on the problem list" if status == "active"
+            else "OUD diagnosis in remission (history)"
+        )
+        refs.extend(c.ref for c in oud_conditions)
+    sev = latest.get("severity")
+    if (sev is not None and sev.value is not None
+            and sev.value >= cfg.evidence.severity_evidence_min
+            and timing.may_be_within_days(sev.when, as_of, cfg.evidence.severity_lookback_days)):
+        reasons.append(f"DSM-5 OUD criteria count {int(sev.value)} in the last 12 months")
+        refs.append(sev.ref)
+    for o in orders:
+        if "buprenorphine-oud" in o.groups and (
+            o.status == "active"
+            or timing.may_be_within_days(o.authored, as_of, cfg.evidence.buprenorphine_lookback_days)
+        ):
+            reasons.append("buprenorphine for OUD prescribed in the last 12 months")
+            refs.append(o.ref)
+            break
+    for o in orders:
+        if "oud" in o.reason_tags and o.groups & {"buprenorphine-oud", "methadone", "naltrexone"}:
+            reasons.append("MOUD prescribed with an OUD reason")
+            refs.append(o.ref)
+            break
+    oud = bool(reasons)
+
+    # --- MOUD (§2)
+    active_moud: dict[str, MedicationOrder] = {}
+    for o in _newest_first(list(active_orders), lambda o: o.authored):
+        drug = moud_drug(o, oud)
+        if drug is not None:
+            active_moud.setdefault(drug, o)
+    newest_active = max(active_moud.values(), key=lambda o: timing.sort_key(o.authored),
+                        default=None)
+    episode_start, episode_refs = _episode(orders, newest_active, oud, cfg)
+    past_moud = tuple(o for o in orders
+                      if o.status in {"completed", "stopped"} and moud_drug(o, oud))
+
+    # --- drug screens
+    screens = tuple(_newest_first(
+        [s for s in facts.screens if timing.not_after(s.when, as_of)], lambda s: s.when))
+    opioid_analytes = frozenset(cfg.drug_groups.opioid_analytes)
+    illicit = tuple(
+        s for s in screens
+        if s.result is Result.POSITIVE and s.analyte in opioid_analytes
+        and (s.analyte in cfg.drug_groups.always_illicit_analytes
+             or not _explained(s, list(active_orders), cfg))
+    )
+
+    # --- withdrawal (rule 3a as §8 defines it)
+    w_reasons: list[str] = []
+    w_refs: list[str] = []
+    withdrawal_cows = None
+    for m in _newest_first(measurements, lambda m: m.when):
+        if (m.kind == "cows" and m.value is not None and m.value >= cfg.cows.withdrawal_min
+                and timing.may_be_within_hours(m.when, as_of, cfg.cows.withdrawal_window_hours)):
+            w_reasons.append(f"COWS {int(m.value)} ({timing.describe(m.when)}) in the last "
+                             f"{cfg.cows.withdrawal_window_hours} h")
+            w_refs.append(m.ref)
+            withdrawal_cows = m
+            break
+    for o in active_orders:
+        if "lofexidine" in o.groups or ("clonidine" in o.groups
+                                        and o.reason_tags & {"withdrawal", "oud"}):
+            w_reasons.append(f"active withdrawal treatment ({o.name or o.ref})")
+            w_refs.append(o.ref)
+    for c in conditions:
+        if "withdrawal" in c.tags and timing.may_be_within_days(
+            c.when, as_of, cfg.phase.withdrawal_condition_days
+        ):
+            w_reasons.append(f"opioid withdrawal recorded {timing.describe(c.when)}")
+            w_refs.append(c.ref)
+
+    # --- last use, stage, pregnancy
+    uses = _newest_first([u for u in facts.last_uses if timing.not_after(u.used, as_of)],
+                         lambda u: u.used)
+    last_use = uses[0] if uses else None
+    stages = _newest_first([s for s in facts.stages if timing.not_after(s.when, as_of)],
+                           lambda s: s.when)
+    stage = next((s for s in stages
+                  if s.stage and timing.may_be_within_days(s.when, as_of,
+                                                           cfg.labs.stage_valid_days)), None)
+
+    preg_refs: list[str] = []
+    status_obs = latest.get("pregnancy")
+    if status_obs is not None and status_obs.result is Result.POSITIVE:
+        preg_refs.append(status_obs.ref)
+    for m in measurements:
+        if (m.kind == "hcg" and m.result is Result.POSITIVE
+                and timing.may_be_within_days(m.when, as_of, cfg.labs.hcg_valid_days)):
+            preg_refs.append(m.ref)
+    for c in conditions:
+        if "pregnancy" in c.tags and c.clinical_status in (None, *ACTIVE_CONDITION):
+            preg_refs.append(c.ref)
+
+    return Findings(
+        as_of=as_of,
+        oud_evidence=oud,
+        evidence_reasons=tuple(reasons),
+        evidence_refs=tuple(dict.fromkeys(refs)),
+        oud_status=_condition_status(deciding) if deciding else None,
+        oud_condition=deciding,
+        severity=severity,
+        severity_ref=severity_ref,
+        orders=tuple(orders),
+        active_orders=active_orders,
+        active_moud=active_moud,
+        episode_start=episode_start,
+        episode_refs=episode_refs,
+        past_moud=past_moud,
+        screens=screens,
+        illicit=illicit,
+        in_withdrawal=bool(w_reasons),
+        withdrawal_reasons=tuple(w_reasons),
+        withdrawal_refs=tuple(dict.fromkeys(w_refs)),
+        withdrawal_cows=withdrawal_cows,
+        latest=latest,
+        last_use=last_use,
+        stage=stage,
+        known_pregnant=bool(preg_refs),
+        pregnancy_refs=tuple(dict.fromkeys(preg_refs)),
+    )
+
+
+def age_bounds(findings: Findings, birth: When | None) -> tuple[int, int] | None:
+    """(youngest, oldest) possible age in whole years at as_of; None when unknown."""
+    if birth is None:
+        return None
+    today = findings.as_of.date()
+
+    def age(born: datetime) -> int:
+        b = born.date()
+        return today.year - b.year - ((today.month, today.day) < (b.month, b.day))
+
+    return age(birth.latest), age(birth.earliest)
+
+
+def days_since(when: When, as_of: datetime) -> int:
+    return timing.days_before(when, as_of)
+
+
+def hours_since(when: When, as_of: datetime) -> float:
+    return (as_of - when.latest) / timedelta(hours=1)

@@ -1,0 +1,61 @@
+"""evaluate(facts, as_of, config) -> Decision: the whole pathway, a pure function."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pathway.rules.config import PathwayConfig
+from pathway.rules.findings import find
+from pathway.rules.model import Decision, Facts, MedicationOption
+from pathway.rules.phase import decide_phase
+from pathway.rules.safety import chart_flags, order_flags
+from pathway.rules.suitability import adjunct, buprenorphine, methadone, naloxone, naltrexone
+from pathway.rules.tasks import plan_tasks
+
+MEDICATIONS = ("buprenorphine", "methadone", "naltrexone", "naloxone", "lofexidine", "clonidine")
+
+
+def evaluate(facts: Facts, as_of: datetime, config: PathwayConfig) -> Decision:
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware")
+    f = find(facts, as_of, config)
+    phase = decide_phase(f, config)
+    concern = f.oud_evidence or phase.suspected_oud
+    options: dict[str, MedicationOption] = {
+        "buprenorphine": buprenorphine(f, facts.patient, config),
+        "methadone": methadone(f, facts.patient, config),
+        "naltrexone": naltrexone(f, facts.patient, config),
+        "naloxone": naloxone(f, config, concern),
+        "lofexidine": adjunct("lofexidine", f, config),
+        "clonidine": adjunct("clonidine", f, config),
+    }
+    # Chart flags belong to the pathway card; draft orders are judged for every patient (§8).
+    flags = chart_flags(f, options, config) if concern else []
+    flags += order_flags(f, facts.draft_orders, options, config)
+    tasks = plan_tasks(f, facts, config, phase.phase, phase.return_to_use, options, flags)
+    evidence = tuple(dict.fromkeys(
+        [*phase.evidence, *f.evidence_refs,
+         *(e for o in options.values() for e in o.evidence),
+         *(e for t in tasks for e in t.evidence)]))
+    notes: list[str] = []
+    if f.last_use is not None and f.last_use.opioid_type is None:
+        notes.append("Last opioid use has no type: counted as long-acting (the conservative "
+                     "reading).")
+    if f.active_moud and f.episode_start is None:
+        notes.append("MOUD start date unknown: treated as the first 30 days.")
+    return Decision(
+        patient_id=facts.patient.id,
+        as_of=as_of,
+        phase=phase.phase,
+        phase_reasons=phase.reasons,
+        return_to_use=phase.return_to_use,
+        suspected_oud=phase.suspected_oud,
+        oud_evidence=f.oud_evidence,
+        severity=f.severity,
+        stage=f.stage.stage if f.stage else None,
+        medications=tuple(options[m] for m in MEDICATIONS),
+        tasks=tasks,
+        flags=tuple(flags),
+        evidence=evidence,
+        notes=tuple(notes),
+    )

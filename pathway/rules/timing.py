@@ -1,0 +1,73 @@
+"""Time windows of PATHWAY.md §8.
+
+"In the last N days" compares calendar days (UTC): 0 <= (as_of date - value date) <= N.
+"In the last N h" compares instants and includes its edge. A value after `as_of` is never inside.
+Partly known values (a date, a month) are ranges: `may_*` is true when some point of the range is
+inside (used for findings that raise concern), `surely_*` when every possible point up to `as_of`
+is inside (used for findings that reassure).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from pathway.rules.model import When
+
+
+def _day(value: datetime) -> date:
+    return value.date()
+
+
+def may_be_within_days(when: When | None, as_of: datetime, days: int) -> bool:
+    if when is None:
+        return False
+    today = _day(as_of)
+    return _day(when.earliest) <= today and _day(when.latest) >= today - timedelta(days=days)
+
+
+def surely_within_days(when: When | None, as_of: datetime, days: int) -> bool:
+    if when is None:
+        return False
+    today = _day(as_of)
+    return today - timedelta(days=days) <= _day(when.earliest) <= today
+
+
+def may_be_within_hours(when: When | None, as_of: datetime, hours: float) -> bool:
+    if when is None:
+        return False
+    return when.earliest <= as_of and when.latest >= as_of - timedelta(hours=hours)
+
+
+def surely_within_hours(when: When | None, as_of: datetime, hours: float) -> bool:
+    if when is None:
+        return False
+    latest = min(when.latest, as_of)
+    return when.earliest >= as_of - timedelta(hours=hours) and latest <= as_of
+
+
+def not_after(when: When | None, as_of: datetime) -> bool:
+    """The value could have happened by as_of (future-dated data is not yet known)."""
+    return when is not None and when.earliest <= as_of
+
+
+def days_before(when: When, as_of: datetime) -> int:
+    """Calendar days from the value to as_of, counting from its latest possible day."""
+    return (_day(as_of) - _day(when.latest)).days
+
+
+def sort_key(when: When | None) -> tuple[datetime, datetime]:
+    if when is None:
+        return (datetime.min.replace(tzinfo=None), datetime.min.replace(tzinfo=None))
+    return (when.latest.replace(tzinfo=None), when.earliest.replace(tzinfo=None))
+
+
+def describe(when: When | None) -> str:
+    if when is None:
+        return "date unknown"
+    if when.precision == "instant":
+        return when.earliest.strftime("%Y-%m-%d %H:%M UTC")
+    if when.precision == "day":
+        return when.earliest.strftime("%Y-%m-%d")
+    if when.precision == "month":
+        return when.earliest.strftime("%Y-%m")
+    return when.earliest.strftime("%Y")
