@@ -464,6 +464,8 @@ def _children(node: _Node, name: str) -> Iterator[_Node]:
 
 def _values_at(value: Any, path: str) -> list[Any]:
     current = [value]
+    if path == "$this":
+        return current
     for part in path.split("."):
         following: list[Any] = []
         for item in current:

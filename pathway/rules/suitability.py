@@ -137,8 +137,8 @@ def buprenorphine(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Med
                          else f"no COWS in the last {cfg.cows.buprenorphine_window_hours} h")
             o.add("not-yet",
                   "Risk of precipitated withdrawal: " + "; ".join(exposure) + f"; {cows_text}. "
-                  f"Start when COWS is {cfg.cows.buprenorphine_start_min} or more (task "
-                  "assess-cows), or consider a low-dose initiation.",
+                  f"Reassess COWS and start when it is {cfg.cows.buprenorphine_start_min} or more, "
+                  "or consider a low-dose initiation.",
                   *refs, cows.ref if cows is not None and recent_cows else "")
     methadone = f.active_moud.get("methadone")
     if methadone is not None:
@@ -238,7 +238,7 @@ def naltrexone(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Medica
     negative, neg_refs = negative_opioid_screen(f, cfg, n.negative_uds_days)
     if not negative:
         o.add("not-yet", f"No negative opioid drug screen (opiates and fentanyl) in the last "
-              f"{n.negative_uds_days} days: document the opioid-free interval (task collect-uds).")
+              f"{n.negative_uds_days} days: document the opioid-free interval with a drug screen.")
     if f.known_pregnant:
         o.add("caution", "Pregnancy: limited data for naltrexone; agonist treatment preferred.",
               *f.pregnancy_refs)
@@ -249,9 +249,9 @@ def naltrexone(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Medica
                   + (f" ({stage})" if stage else " (stage not known)")
                   + ": do not offer naltrexone in place of agonist treatment.",
                   f.severity_ref or "", f.stage.ref if f.stage else "")
-    if active is None:
-        o.add("suitable", "Opioid-free interval documented; extended-release injection preferred.",
-              *neg_refs)
+    if active is None and not any(h[0] in ("not-yet", "contraindicated") for h in o.hits):
+        o.add("suitable", "Opioid-free interval documented by a negative drug screen; "
+              "extended-release injection preferred.", *neg_refs)
     return o.result()
 
 

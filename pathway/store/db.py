@@ -1,0 +1,163 @@
+"""Durable store: feedback, audit, outbox and seen JWT ids. SQLite file by default, PostgreSQL by
+URL (`PATHWAY_DATABASE_URL`), through SQLAlchemy Core.
+
+The audit table holds what happened (service, phase, counts) and never patient identifiers in
+clear: the patient is stored as a keyed hash so repeated evaluations can be related.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+metadata = MetaData()
+
+feedback = Table(
+    "feedback", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("service_id", String(100), nullable=False),
+    Column("card", String(100), nullable=False),
+    Column("outcome", String(40), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("subject_hash", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+)
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("target", String(500), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | done | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+seen_jti = Table(
+    "seen_jti", metadata,
+    Column("key", String(300), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+health = Table(
+    "health", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class StoreError(RuntimeError):
+    """The store cannot be read or written."""
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 5, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, url: str, secret: bytes | None = None) -> None:
+        self.url = url
+        try:
+            self.engine = _engine(url)
+            metadata.create_all(self.engine)
+        except (SQLAlchemyError, OSError) as e:
+            raise StoreError(f"cannot open the store: {type(e).__name__}") from e
+        self._secret = secret or os.urandom(32)
+
+    def subject_hash(self, patient_id: str) -> str:
+        return hmac.new(self._secret, patient_id.encode(), hashlib.sha256).hexdigest()
+
+    # --- health
+    def writable(self) -> bool:
+        try:
+            with self.engine.begin() as c:
+                now = datetime.now(UTC)
+                if c.execute(update(health).where(health.c.id == 1)
+                             .values(checked_at=now)).rowcount == 0:
+                    c.execute(insert(health).values(id=1, checked_at=now))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    # --- feedback and audit
+    def add_feedback(self, service_id: str, card: str, outcome: str, body: Any) -> int:
+        try:
+            with self.engine.begin() as c:
+                result = c.execute(insert(feedback).values(
+                    service_id=service_id, card=card, outcome=outcome,
+                    body=orjson.dumps(body).decode(), received_at=datetime.now(UTC)))
+                pk = result.inserted_primary_key
+                return int(pk[0]) if pk else 0
+        except SQLAlchemyError as e:
+            raise StoreError(f"feedback not stored: {type(e).__name__}") from e
+
+    def feedback_rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(feedback).order_by(feedback.c.id))]
+
+    def add_audit(self, action: str, patient_id: str, detail: dict[str, Any]) -> None:
+        try:
+            with self.engine.begin() as c:
+                c.execute(insert(audit).values(at=datetime.now(UTC), action=action,
+                                               subject_hash=self.subject_hash(patient_id),
+                                               detail=orjson.dumps(detail).decode()))
+        except SQLAlchemyError:
+            pass  # auditing must not fail a clinical answer; the metrics count it
+
+    # --- JWT replay
+    def remember_jti(self, key: str, expires_at: datetime) -> bool:
+        """True the first time a (issuer, jti) is seen; False when it is a replay."""
+        now = datetime.now(UTC)
+        try:
+            with self.engine.begin() as c:
+                c.execute(insert(seen_jti).values(key=key[:300], expires_at=expires_at))
+        except IntegrityError:
+            return False
+        if int(now.timestamp()) % 64 == 0:
+            with self.engine.begin() as c:
+                c.execute(delete(seen_jti).where(seen_jti.c.expires_at < now - timedelta(hours=1)))
+        return True

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from builders import AS_OF, bundle, patient  # noqa: E402
+
+from pathway import create_app  # noqa: E402
+from pathway.config import LoadedConfig, load_config  # noqa: E402
+from pathway.evaluation import Evaluator  # noqa: E402
+from pathway.rules.model import Decision  # noqa: E402
+from pathway.settings import Settings  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def config() -> LoadedConfig:
+    return load_config()
+
+
+@pytest.fixture(scope="session")
+def evaluator(config: LoadedConfig) -> Evaluator:
+    return Evaluator(config)
+
+
+@pytest.fixture
+def decide(evaluator: Evaluator) -> Any:
+    """decide(*resources, as_of=AS_OF, with_patient=True) -> Decision."""
+
+    def run(*resources: dict[str, Any], as_of: datetime = AS_OF, with_patient: bool = True,
+            patient_resource: dict[str, Any] | None = None,
+            drafts: list[dict[str, Any]] | None = None) -> Decision:
+        items = list(resources)
+        if with_patient:
+            items.insert(0, patient_resource or patient())
+        return evaluator.evaluate(bundle(*items), as_of, drafts=drafts).decision
+
+    return run
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_mapping({
+        "PATHWAY_AUTH_MODE": "off",
+        "PATHWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}",
+    })
+
+
+@pytest.fixture
+def app(settings: Settings, config: LoadedConfig) -> Iterator[Flask]:
+    yield create_app({"settings": settings, "config": config, "TESTING": True})
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
