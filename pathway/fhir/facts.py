@@ -255,12 +255,15 @@ class FactReader:
         uses: list[LastUse] = []
         stages: list[StageOfChange] = []
         tasks: list[TaskRecord] = []
+        referenced = False
         for res, url in flat.resources:
             rtype = res.get("resourceType")
             if rtype in ("Patient", "Medication", "Bundle"):
                 continue
             if not self._belongs(res, own_refs, pid):
                 continue
+            if not referenced and self._names_patient(res):
+                referenced = True
             ref = ref_of(res, url)
             if rtype == "Observation":
                 self._observation(res, ref, screens, measurements, uses, stages, notes)
@@ -276,6 +279,11 @@ class FactReader:
                 t = self._task(res, ref)
                 if t is not None:
                     tasks.append(t)
+
+        if patient_res is None and not referenced:
+            raise NoPatientError(f"the data holds no Patient/{pid} and nothing that refers to it")
+        if patient_res is None:
+            notes.append(f"Patient/{pid} itself is not in the data: age and sex are unknown")
 
         draft_orders: list[MedicationOrder] = []
         for i, d in enumerate(drafts or []):
@@ -325,6 +333,11 @@ class FactReader:
                 parts = target.rstrip("/").split("/")
                 return len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] == pid
         return True
+
+    @staticmethod
+    def _names_patient(res: dict[str, Any]) -> bool:
+        return any(isinstance(res.get(k), dict) and isinstance(res[k].get("reference"), str)
+                   for k in ("subject", "patient", "for"))
 
     # --- resources
     def _condition(self, res: dict[str, Any], ref: str) -> ConditionFact | None:
