@@ -54,8 +54,9 @@ class Evaluator:
         self.writer = PlanWriter(config)
 
     def evaluate(self, data: Any, as_of: datetime, patient_id: str | None = None,
-                 drafts: list[dict[str, Any]] | None = None) -> Evaluation:
-        reading = self.reader.read(flatten(data), patient_id, drafts)
+                 drafts: list[dict[str, Any]] | None = None,
+                 strict_subject: bool = True) -> Evaluation:
+        reading = self.reader.read(flatten(data), patient_id, drafts, strict_subject)
         decision = evaluate(reading.facts, as_of, self.config.pathway)
         return Evaluation(decision, reading)
 

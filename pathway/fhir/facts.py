@@ -223,7 +223,9 @@ class FactReader:
 
     # --- the main pass
     def read(self, flat: Flattened, patient_id: str | None = None,
-             drafts: list[dict[str, Any]] | None = None) -> Reading:
+             drafts: list[dict[str, Any]] | None = None, strict_subject: bool = True) -> Reading:
+        """`strict_subject`: data that holds nothing for the named patient is an error (for
+        $apply); a CDS Hooks context names the patient itself, so empty data is just empty."""
         notes = list(flat.problems)
         for oo in flat.outcomes:
             for issue in oo.get("issue") or []:
@@ -240,6 +242,8 @@ class FactReader:
             if res.get("resourceType") == "Patient":
                 patients.append((res, url))
 
+        if patient_id is not None and patient_id.startswith("Patient/"):
+            patient_id = patient_id[len("Patient/"):]  # some EHRs send the reference
         patient_res, patient_url = self._pick_patient(patients, patient_id)
         pid = patient_id or (str(patient_res.get("id")) if patient_res else None)
         if not pid:
@@ -280,7 +284,7 @@ class FactReader:
                 if t is not None:
                     tasks.append(t)
 
-        if patient_res is None and not referenced:
+        if patient_res is None and not referenced and strict_subject:
             raise NoPatientError(f"the data holds no Patient/{pid} and nothing that refers to it")
         if patient_res is None:
             notes.append(f"Patient/{pid} itself is not in the data: age and sex are unknown")
