@@ -36,11 +36,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(overrides)
     service = Service(settings, loaded, store)
     app.extensions["pathway"] = service
-    app.extensions["pathway.verifier"] = Verifier(load_clients(settings.cds_clients_file),
-                                                  service.store.remember_jti)
+    app.extensions["pathway.verifier"] = Verifier(
+        load_clients(settings.cds_clients_file), service.store.remember_jti
+    )
     if settings.auth_mode == "off":
-        log.warning("!!! PATHWAY_AUTH_MODE=off: CDS and FHIR callers are NOT authenticated. "
-                    "Development only: never run this way with patient data. !!!")
+        log.warning(
+            "!!! PATHWAY_AUTH_MODE=off: CDS and FHIR callers are NOT authenticated. "
+            "Development only: never run this way with patient data. !!!"
+        )
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(fhir_ops.bp)

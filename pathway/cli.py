@@ -44,12 +44,14 @@ def _read_input(path: str) -> tuple[Any, datetime | None]:
 
 def summary(ev: Evaluation, action_display: dict[str, str]) -> str:
     d = ev.decision
-    flags = [n for n, on in (("return to use", d.return_to_use),
-                             ("suspected OUD", d.suspected_oud)) if on]
+    flags = [
+        n
+        for n, on in (("return to use", d.return_to_use), ("suspected OUD", d.suspected_oud))
+        if on
+    ]
     lines = [
         f"Patient/{d.patient_id} as of {d.as_of.isoformat().replace('+00:00', 'Z')}",
-        f"Phase: {d.phase} - {PHASE_TITLES[d.phase]}"
-        + (f" [{', '.join(flags)}]" if flags else ""),
+        f"Phase: {d.phase} - {PHASE_TITLES[d.phase]}" + (f" [{', '.join(flags)}]" if flags else ""),
         "Why: " + " ".join(d.phase_reasons),
     ]
     if d.phase != "not-applicable":
@@ -90,8 +92,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.format == "fhir":
-        sys.stdout.write(orjson.dumps(evaluator.apply_bundle(ev),
-                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(
+            orjson.dumps(evaluator.apply_bundle(ev), option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
     else:
         print(summary(ev, evaluator.writer.action_display))
     return 0
@@ -145,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=cmd_serve)
 
     ev = sub.add_parser("evaluate", help="evaluate a patient's FHIR data and print the result")
-    ev.add_argument("file", help="a Bundle (or a scenario file with 'bundle' and 'asOf'); - reads "
-                    "standard input")
-    ev.add_argument("--as-of", help="evaluation time, e.g. 2025-06-15T12:00:00Z (default: now, "
-                    "or the scenario's asOf)")
+    ev.add_argument(
+        "file",
+        help="a Bundle (or a scenario file with 'bundle' and 'asOf'); - reads standard input",
+    )
+    ev.add_argument(
+        "--as-of",
+        help="evaluation time, e.g. 2025-06-15T12:00:00Z (default: now, or the scenario's asOf)",
+    )
     ev.add_argument("--patient", help="patient id when the Bundle holds several")
     ev.add_argument("--format", choices=("text", "fhir"), default="text")
     ev.set_defaults(func=cmd_evaluate)

@@ -28,16 +28,43 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 
 # Value sets the FHIR adapter and the rules rely on: a missing one is a broken deployment.
 REQUIRED_VALUESETS = (
-    "oud-conditions", "oud-remission-conditions", "oud-mild-conditions",
-    "oud-moderate-severe-conditions", "opioid-withdrawal-conditions", "pregnancy-conditions",
+    "oud-conditions",
+    "oud-remission-conditions",
+    "oud-mild-conditions",
+    "oud-moderate-severe-conditions",
+    "opioid-withdrawal-conditions",
+    "pregnancy-conditions",
     "withdrawal-treatment-reasons",
-    "alt", "ast", "qtc", "pregnancy-status", "hcg", "systolic-bp", "heart-rate",
-    "hiv-screening", "hcv-screening",
-    "result-positive", "result-negative", "pregnant-answers",
-    "uds-opiates", "uds-fentanyl", "uds-6mam", "uds-oxycodone", "uds-buprenorphine",
-    "uds-methadone", "uds-eddp", "uds-benzodiazepines", "uds-stimulants",
-    "buprenorphine-oud", "buprenorphine-pain", "methadone", "naltrexone", "naloxone-rescue",
-    "benzodiazepines", "cns-depressants", "lofexidine", "clonidine",
+    "alt",
+    "ast",
+    "qtc",
+    "pregnancy-status",
+    "hcg",
+    "systolic-bp",
+    "heart-rate",
+    "hiv-screening",
+    "hcv-screening",
+    "result-positive",
+    "result-negative",
+    "pregnant-answers",
+    "uds-opiates",
+    "uds-fentanyl",
+    "uds-6mam",
+    "uds-oxycodone",
+    "uds-buprenorphine",
+    "uds-methadone",
+    "uds-eddp",
+    "uds-benzodiazepines",
+    "uds-stimulants",
+    "buprenorphine-oud",
+    "buprenorphine-pain",
+    "methadone",
+    "naltrexone",
+    "naloxone-rescue",
+    "benzodiazepines",
+    "cns-depressants",
+    "lofexidine",
+    "clonidine",
 )
 
 
@@ -56,7 +83,9 @@ class ConfigError(Exception):
 def _build(cls: type, data: Any, file: Path, path: str) -> Any:
     """Build dataclass `cls` from a mapping, field by field, refusing unknown or missing keys."""
     if not isinstance(data, Mapping):
-        raise ConfigError(file, path or "(top level)", f"expected a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            file, path or "(top level)", f"expected a mapping, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
@@ -127,18 +156,35 @@ def _task_rules(raw: Any, file: Path) -> dict[str, rc.TaskRule]:
             spec["interval_days"] = interval
         rule = _build(rc.TaskRule, spec, file, where)
         if rule.priority not in ("routine", "urgent", "asap", "stat"):
-            raise ConfigError(file, f"{where}.priority", f"not a FHIR request priority: "
-                              f"{rule.priority!r}")
+            raise ConfigError(
+                file, f"{where}.priority", f"not a FHIR request priority: {rule.priority!r}"
+            )
         out[str(code)] = rule
     return out
 
 
 TASK_CODES = (
-    "collect-uds", "assess-cows", "assess-oud-severity", "assess-readiness", "order-lft",
-    "order-ecg", "pregnancy-test", "hiv-hcv-screening", "prescribe-naloxone",
-    "discuss-moud-options", "review-adherence", "review-cns-depressants", "follow-up-visit",
-    "motivational-interviewing", "contingency-management", "cbt", "case-management",
-    "mutual-help", "peer-support", "addiction-counseling", "family-support",
+    "collect-uds",
+    "assess-cows",
+    "assess-oud-severity",
+    "assess-readiness",
+    "order-lft",
+    "order-ecg",
+    "pregnancy-test",
+    "hiv-hcv-screening",
+    "prescribe-naloxone",
+    "discuss-moud-options",
+    "review-adherence",
+    "review-cns-depressants",
+    "follow-up-visit",
+    "motivational-interviewing",
+    "contingency-management",
+    "cbt",
+    "case-management",
+    "mutual-help",
+    "peer-support",
+    "addiction-counseling",
+    "family-support",
 )
 PHASES = ("assessment", "stabilization", "maintenance", "recovery")
 STAGES = ("precontemplation", "contemplation", "preparation", "action", "maintenance")
@@ -151,8 +197,7 @@ class LocalAlias:
     means: str
 
 
-OBSERVATION_CODES = ("cows-total", "dsm5-oud-criteria-count", "last-opioid-use",
-                     "readiness-stage")
+OBSERVATION_CODES = ("cows-total", "dsm5-oud-criteria-count", "last-opioid-use", "readiness-stage")
 
 
 def load_pathway_config(file: Path) -> tuple[rc.PathwayConfig, tuple[LocalAlias, ...]]:
@@ -186,17 +231,24 @@ def load_pathway_config(file: Path) -> tuple[rc.PathwayConfig, tuple[LocalAlias,
                 raise ConfigError(file, f"psychosocial.by_stage.{stage}", f"unknown task {code}")
     if cfg.methadone.qtc_caution_min_ms > cfg.methadone.qtc_contraindicated_above_ms:
         raise ConfigError(file, "methadone.qtc_caution_min_ms", "above the contraindication limit")
-    if cfg.naltrexone.liver_caution_uln_multiple > cfg.naltrexone.liver_contraindicated_uln_multiple:
-        raise ConfigError(file, "naltrexone.liver_caution_uln_multiple",
-                          "above the contraindication multiple")
+    if (
+        cfg.naltrexone.liver_caution_uln_multiple
+        > cfg.naltrexone.liver_contraindicated_uln_multiple
+    ):
+        raise ConfigError(
+            file, "naltrexone.liver_caution_uln_multiple", "above the contraindication multiple"
+        )
     if not isinstance(aliases_raw, list):
         raise ConfigError(file, "local_code_aliases", "expected a list")
     aliases: list[LocalAlias] = []
     for i, a in enumerate(aliases_raw):
         alias = _build(LocalAlias, a, file, f"local_code_aliases[{i}]")
         if alias.means not in OBSERVATION_CODES:
-            raise ConfigError(file, f"local_code_aliases[{i}].means",
-                              f"must be one of {', '.join(OBSERVATION_CODES)}")
+            raise ConfigError(
+                file,
+                f"local_code_aliases[{i}].means",
+                f"must be one of {', '.join(OBSERVATION_CODES)}",
+            )
         aliases.append(alias)
     return cfg, tuple(aliases)
 
@@ -287,23 +339,29 @@ def _load_valueset(file: Path) -> tuple[ValueSetCodes, dict[str, Any]]:
         for url in inc.get("valueSet", []) or []:
             includes.append(url)
         system = inc.get("system")
-        if "concept" in inc or "filter" in inc:
-            if not isinstance(system, str) or not system:
-                raise ConfigError(file, f"{where}.system", "missing")
+        if ("concept" in inc or "filter" in inc) and (not isinstance(system, str) or not system):
+            raise ConfigError(file, f"{where}.system", "missing")
         for j, concept in enumerate(inc.get("concept", []) or []):
             code = concept.get("code") if isinstance(concept, dict) else None
             if not isinstance(code, str) or not code.strip():
                 raise ConfigError(file, f"{where}.concept[{j}].code", "missing")
-            codes.add((system, code.strip()))
+            codes.add((str(system), code.strip()))
         for j, flt in enumerate(inc.get("filter", []) or []):
-            ok = (isinstance(flt, dict) and flt.get("op") == "is-a" and system == ICD10CM
-                  and isinstance(flt.get("value"), str) and flt["value"])
+            ok = (
+                isinstance(flt, dict)
+                and flt.get("op") == "is-a"
+                and system == ICD10CM
+                and isinstance(flt.get("value"), str)
+                and flt["value"]
+            )
             if not ok:
-                raise ConfigError(file, f"{where}.filter[{j}]",
-                                  "only ICD-10-CM 'is-a' filters are supported")
-            prefixes.append((system, flt["value"]))
-    vs = ValueSetCodes(raw["id"], raw["url"], raw["version"], frozenset(codes), tuple(prefixes),
-                       tuple(includes))
+                raise ConfigError(
+                    file, f"{where}.filter[{j}]", "only ICD-10-CM 'is-a' filters are supported"
+                )
+            prefixes.append((str(system), str(flt["value"])))
+    vs = ValueSetCodes(
+        raw["id"], raw["url"], raw["version"], frozenset(codes), tuple(prefixes), tuple(includes)
+    )
     return vs, raw
 
 
@@ -320,8 +378,9 @@ def load_valuesets(folder: Path) -> tuple[Terminology, dict[str, dict[str, Any]]
     for vs in parsed.values():
         for url in vs.includes:
             if url not in urls:
-                raise ConfigError(folder / f"{vs.id}.json", "compose.include.valueSet",
-                                  f"unknown value set {url}")
+                raise ConfigError(
+                    folder / f"{vs.id}.json", "compose.include.valueSet", f"unknown value set {url}"
+                )
     for vs_id in REQUIRED_VALUESETS:
         if vs_id not in parsed:
             raise ConfigError(folder / f"{vs_id}.json", "(file)", "required value set missing")
@@ -356,21 +415,30 @@ def _load_conformance(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
-def load_config(config_dir: Path = DEFAULT_CONFIG_DIR,
-                profiles_dir: Path = DEFAULT_PROFILES_DIR) -> LoadedConfig:
+def load_config(
+    config_dir: Path = DEFAULT_CONFIG_DIR, profiles_dir: Path = DEFAULT_PROFILES_DIR
+) -> LoadedConfig:
     cfg, aliases = load_pathway_config(config_dir / "pathway.yaml")
     terminology, raw = load_valuesets(config_dir / "valuesets")
-    for group in (*cfg.drug_groups.full_agonist_analgesics, *cfg.drug_groups.cns_depressants,
-                  *(g for gs in cfg.drug_groups.explained_by.values() for g in gs)):
+    for group in (
+        *cfg.drug_groups.full_agonist_analgesics,
+        *cfg.drug_groups.cns_depressants,
+        *(g for gs in cfg.drug_groups.explained_by.values() for g in gs),
+    ):
         if group not in raw:
-            raise ConfigError(config_dir / "pathway.yaml", "drug_groups",
-                              f"no value set {group!r} in config/valuesets")
+            raise ConfigError(
+                config_dir / "pathway.yaml",
+                "drug_groups",
+                f"no value set {group!r} in config/valuesets",
+            )
     conformance = _load_conformance(profiles_dir)
     plan = conformance.get("PlanDefinition", {}).get("oud-care-pathway")
     if plan is None:
         raise ConfigError(profiles_dir, "PlanDefinition/oud-care-pathway", "missing")
     if plan.get("version") != cfg.version:
-        raise ConfigError(config_dir / "pathway.yaml", "version",
-                          f"{cfg.version!r} differs from the PlanDefinition version "
-                          f"{plan.get('version')!r}")
+        raise ConfigError(
+            config_dir / "pathway.yaml",
+            "version",
+            f"{cfg.version!r} differs from the PlanDefinition version {plan.get('version')!r}",
+        )
     return LoadedConfig(cfg, aliases, terminology, raw, conformance)

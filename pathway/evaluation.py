@@ -53,9 +53,14 @@ class Evaluator:
         self.reader = FactReader(config)
         self.writer = PlanWriter(config)
 
-    def evaluate(self, data: Any, as_of: datetime, patient_id: str | None = None,
-                 drafts: list[dict[str, Any]] | None = None,
-                 strict_subject: bool = True) -> Evaluation:
+    def evaluate(
+        self,
+        data: Any,
+        as_of: datetime,
+        patient_id: str | None = None,
+        drafts: list[dict[str, Any]] | None = None,
+        strict_subject: bool = True,
+    ) -> Evaluation:
         reading = self.reader.read(flatten(data), patient_id, drafts, strict_subject)
         decision = evaluate(reading.facts, as_of, self.config.pathway)
         return Evaluation(decision, reading)

@@ -102,8 +102,9 @@ class Settings:
         writeback = (get("WRITEBACK") or "off").lower()
         if writeback not in WRITEBACK_MODES:
             raise SettingsError(f"PATHWAY_WRITEBACK must be one of {', '.join(WRITEBACK_MODES)}")
-        allow = tuple(_normalise_base(u) for u in (get("FHIR_ALLOWLIST") or "").split(",")
-                      if u.strip())
+        allow = tuple(
+            _normalise_base(u) for u in (get("FHIR_ALLOWLIST") or "").split(",") if u.strip()
+        )
         for u in allow:
             _check_url("PATHWAY_FHIR_ALLOWLIST", u)
         base = get("FHIR_BASE_URL")

@@ -45,32 +45,62 @@ def patient(pid: str = "p1", gender: str = "male", birth: str = "1990-05-01") ->
     return {"resourceType": "Patient", "id": pid, "gender": gender, "birthDate": birth}
 
 
-def condition(code: str = "F11.20", system: str = ICD10, status: str | None = "active",
-              recorded: str | None = None, verification: str | None = None,
-              pid: str = "p1") -> dict[str, Any]:
-    r: dict[str, Any] = {"resourceType": "Condition", "id": _id("cond"),
-                         "code": {"coding": [{"system": system, "code": code}]},
-                         "subject": {"reference": f"Patient/{pid}"}}
+def condition(
+    code: str = "F11.20",
+    system: str = ICD10,
+    status: str | None = "active",
+    recorded: str | None = None,
+    verification: str | None = None,
+    pid: str = "p1",
+) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "resourceType": "Condition",
+        "id": _id("cond"),
+        "code": {"coding": [{"system": system, "code": code}]},
+        "subject": {"reference": f"Patient/{pid}"},
+    }
     if status:
-        r["clinicalStatus"] = {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}]}
+        r["clinicalStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": status,
+                }
+            ]
+        }
     if verification:
-        r["verificationStatus"] = {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-            "code": verification}]}
+        r["verificationStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": verification,
+                }
+            ]
+        }
     if recorded:
         r["recordedDate"] = recorded
     return r
 
 
-def med(code: str, status: str = "active", authored: str | None = None,
-        reason: tuple[str, str] | None = None, pid: str = "p1",
-        display: str | None = None) -> dict[str, Any]:
+def med(
+    code: str,
+    status: str = "active",
+    authored: str | None = None,
+    reason: tuple[str, str] | None = None,
+    pid: str = "p1",
+    display: str | None = None,
+) -> dict[str, Any]:
     r: dict[str, Any] = {
-        "resourceType": "MedicationRequest", "id": _id("mr"), "status": status,
-        "intent": "order", "subject": {"reference": f"Patient/{pid}"},
-        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code,
-                                                  **({"display": display} if display else {})}]},
+        "resourceType": "MedicationRequest",
+        "id": _id("mr"),
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": f"Patient/{pid}"},
+        "medicationCodeableConcept": {
+            "coding": [
+                {"system": RXNORM, "code": code, **({"display": display} if display else {})}
+            ]
+        },
     }
     if authored:
         r["authoredOn"] = authored
@@ -80,9 +110,15 @@ def med(code: str, status: str = "active", authored: str | None = None,
 
 
 def own_obs(code: str, when: str, pid: str = "p1", **value: Any) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": _id("obs"), "status": "final",
-            "code": {"coding": [{"system": OBS, "code": code}]},
-            "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": when, **value}
+    return {
+        "resourceType": "Observation",
+        "id": _id("obs"),
+        "status": "final",
+        "code": {"coding": [{"system": OBS, "code": code}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": when,
+        **value,
+    }
 
 
 def cows(score: int, when: str, pid: str = "p1") -> dict[str, Any]:
@@ -93,26 +129,43 @@ def severity(count: int, when: str, pid: str = "p1") -> dict[str, Any]:
     return own_obs("dsm5-oud-criteria-count", when, pid, valueInteger=count)
 
 
-def last_use(used: str, kind: str | None = "short-acting", when: str | None = None,
-             pid: str = "p1") -> dict[str, Any]:
+def last_use(
+    used: str, kind: str | None = "short-acting", when: str | None = None, pid: str = "p1"
+) -> dict[str, Any]:
     r = own_obs("last-opioid-use", when or used, pid, valueDateTime=used)
     if kind:
-        r["component"] = [{
-            "code": {"coding": [{"system": OBS, "code": "opioid-type"}]},
-            "valueCodeableConcept": {"coding": [{"system": f"{CANON}/CodeSystem/opioid-type",
-                                                 "code": kind}]}}]
+        r["component"] = [
+            {
+                "code": {"coding": [{"system": OBS, "code": "opioid-type"}]},
+                "valueCodeableConcept": {
+                    "coding": [{"system": f"{CANON}/CodeSystem/opioid-type", "code": kind}]
+                },
+            }
+        ]
     return r
 
 
 def stage(value: str, when: str, pid: str = "p1") -> dict[str, Any]:
-    return own_obs("readiness-stage", when, pid, valueCodeableConcept={"coding": [
-        {"system": f"{CANON}/CodeSystem/readiness-stage", "code": value}]})
+    return own_obs(
+        "readiness-stage",
+        when,
+        pid,
+        valueCodeableConcept={
+            "coding": [{"system": f"{CANON}/CodeSystem/readiness-stage", "code": value}]
+        },
+    )
 
 
 def lab(loinc: str, when: str, pid: str = "p1", **value: Any) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": _id("obs"), "status": "final",
-            "code": {"coding": [{"system": LOINC, "code": loinc}]},
-            "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": when, **value}
+    return {
+        "resourceType": "Observation",
+        "id": _id("obs"),
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": loinc}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": when,
+        **value,
+    }
 
 
 def uds(loinc: str, result: str, when: str, pid: str = "p1") -> dict[str, Any]:
@@ -120,8 +173,14 @@ def uds(loinc: str, result: str, when: str, pid: str = "p1") -> dict[str, Any]:
     return lab(loinc, when, pid, valueString=result)
 
 
-def quantity(loinc: str, value: float, when: str, unit: str = "U/L", high: float | None = None,
-             pid: str = "p1") -> dict[str, Any]:
+def quantity(
+    loinc: str,
+    value: float,
+    when: str,
+    unit: str = "U/L",
+    high: float | None = None,
+    pid: str = "p1",
+) -> dict[str, Any]:
     r = lab(loinc, when, pid, valueQuantity={"value": value, "unit": unit})
     if high is not None:
         r["referenceRange"] = [{"high": {"value": high, "unit": unit}}]
@@ -129,17 +188,27 @@ def quantity(loinc: str, value: float, when: str, unit: str = "U/L", high: float
 
 
 def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "collection",
-            "entry": [{"fullUrl": f"https://ehr.example.org/fhir/{r['resourceType']}/{r['id']}",
-                       "resource": r} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "fullUrl": f"https://ehr.example.org/fhir/{r['resourceType']}/{r['id']}",
+                "resource": r,
+            }
+            for r in resources
+        ],
+    }
 
 
-def apply_parameters(data: dict[str, Any] | None, as_of: datetime | str = AS_OF,
-                     subject: str = "Patient/p1") -> dict[str, Any]:
+def apply_parameters(
+    data: dict[str, Any] | None, as_of: datetime | str = AS_OF, subject: str = "Patient/p1"
+) -> dict[str, Any]:
     params: list[dict[str, Any]] = [{"name": "subject", "valueString": subject}]
     if data is not None:
         params.append({"name": "data", "resource": data})
     if as_of is not None:
-        params.append({"name": "asOf",
-                       "valueDateTime": as_of if isinstance(as_of, str) else iso(as_of)})
+        params.append(
+            {"name": "asOf", "valueDateTime": as_of if isinstance(as_of, str) else iso(as_of)}
+        )
     return {"resourceType": "Parameters", "parameter": params}

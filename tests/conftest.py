@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,13 +11,13 @@ from flask.testing import FlaskClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from builders import AS_OF, bundle, patient  # noqa: E402
+from builders import AS_OF, bundle, patient
 
-from pathway import create_app  # noqa: E402
-from pathway.config import LoadedConfig, load_config  # noqa: E402
-from pathway.evaluation import Evaluator  # noqa: E402
-from pathway.rules.model import Decision  # noqa: E402
-from pathway.settings import Settings  # noqa: E402
+from pathway import create_app
+from pathway.config import LoadedConfig, load_config
+from pathway.evaluation import Evaluator
+from pathway.rules.model import Decision
+from pathway.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 
@@ -37,9 +36,13 @@ def evaluator(config: LoadedConfig) -> Evaluator:
 def decide(evaluator: Evaluator) -> Any:
     """decide(*resources, as_of=AS_OF, with_patient=True) -> Decision."""
 
-    def run(*resources: dict[str, Any], as_of: datetime = AS_OF, with_patient: bool = True,
-            patient_resource: dict[str, Any] | None = None,
-            drafts: list[dict[str, Any]] | None = None) -> Decision:
+    def run(
+        *resources: dict[str, Any],
+        as_of: datetime = AS_OF,
+        with_patient: bool = True,
+        patient_resource: dict[str, Any] | None = None,
+        drafts: list[dict[str, Any]] | None = None,
+    ) -> Decision:
         items = list(resources)
         if with_patient:
             items.insert(0, patient_resource or patient())
@@ -50,15 +53,17 @@ def decide(evaluator: Evaluator) -> Any:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings.from_mapping({
-        "PATHWAY_AUTH_MODE": "off",
-        "PATHWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}",
-    })
+    return Settings.from_mapping(
+        {
+            "PATHWAY_AUTH_MODE": "off",
+            "PATHWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}",
+        }
+    )
 
 
 @pytest.fixture
-def app(settings: Settings, config: LoadedConfig) -> Iterator[Flask]:
-    yield create_app({"settings": settings, "config": config, "TESTING": True})
+def app(settings: Settings, config: LoadedConfig) -> Flask:
+    return create_app({"settings": settings, "config": config, "TESTING": True})
 
 
 @pytest.fixture

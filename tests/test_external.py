@@ -75,12 +75,22 @@ def test_synthea_urn_uuid_references_resolve(evaluator: Evaluator) -> None:
 def test_cdc_requests_evaluate(path: Path, evaluator: Evaluator) -> None:
     request = _load(path)
     context = request.get("context") or {}
-    drafts = flatten((context.get("draftOrders") or {})).resources
+    drafts = flatten(context.get("draftOrders") or {}).resources
     prefetch = list((request.get("prefetch") or {}).values())
-    ev = evaluator.evaluate(prefetch, data_date(request), patient_id=context.get("patientId"),
-                            drafts=[r for r, _ in drafts], strict_subject=False)
-    assert ev.decision.phase in ("assessment", "stabilization", "maintenance", "recovery",
-                                 "not-applicable")
+    ev = evaluator.evaluate(
+        prefetch,
+        data_date(request),
+        patient_id=context.get("patientId"),
+        drafts=[r for r, _ in drafts],
+        strict_subject=False,
+    )
+    assert ev.decision.phase in (
+        "assessment",
+        "stabilization",
+        "maintenance",
+        "recovery",
+        "not-applicable",
+    )
     evaluator.apply_bundle(ev)  # builds without error
 
 
@@ -91,9 +101,13 @@ def test_cdc_suboxone_draft_is_moud_not_an_analgesic(evaluator: Evaluator) -> No
     request = _load(path)
     context = request["context"]
     drafts = [r for r, _ in flatten(context.get("draftOrders")).resources]
-    ev = evaluator.evaluate(list(request["prefetch"].values()), data_date(request),
-                            patient_id=context["patientId"], drafts=drafts,
-                            strict_subject=False)
+    ev = evaluator.evaluate(
+        list(request["prefetch"].values()),
+        data_date(request),
+        patient_id=context["patientId"],
+        drafts=drafts,
+        strict_subject=False,
+    )
     (draft,) = ev.reading.facts.draft_orders
     assert draft.groups == frozenset({"buprenorphine-oud"})
     assert "opioid-analgesic-with-oud" not in {f.code for f in ev.decision.flags}
@@ -114,8 +128,11 @@ def test_cdc_raw_requests_are_json_or_named_as_broken(path: Path) -> None:
 def test_hl7_examples_one_by_one(evaluator: Evaluator) -> None:
     for path in HL7:
         resource = _load(path)
-        ev = evaluator.evaluate([resource], NOW, patient_id="opioid-review-indicated") \
-            if resource.get("subject") else None
+        ev = (
+            evaluator.evaluate([resource], NOW, patient_id="opioid-review-indicated")
+            if resource.get("subject")
+            else None
+        )
         if ev is not None:
             assert ev.decision.patient_id == "opioid-review-indicated"
 
@@ -124,8 +141,9 @@ def test_hl7_examples_together(evaluator: Evaluator) -> None:
     """All 55 examples as one patient's data: medicationReference resolves to the example
     Medications; the Medication named "naloxone" is buprenorphine/naloxone; string results."""
     resources = [_load(p) for p in HL7]
-    ev = evaluator.evaluate(resources, datetime(2025, 8, 1, tzinfo=UTC),
-                            patient_id="opioid-review-indicated")
+    ev = evaluator.evaluate(
+        resources, datetime(2025, 8, 1, tzinfo=UTC), patient_id="opioid-review-indicated"
+    )
     orders = {o.ref: o for o in ev.reading.facts.orders}
     assert orders["MedicationRequest/naloxone"].groups == frozenset({"buprenorphine-oud"})
     assert orders["MedicationRequest/methadone"].groups == frozenset({"methadone"})
@@ -136,7 +154,7 @@ def test_hl7_examples_together(evaluator: Evaluator) -> None:
     d = ev.decision
     # Active buprenorphine for OUD is OUD evidence and MOUD; rescue naloxone is not on file.
     assert d.oud_evidence
-    assert d.medication("buprenorphine").status == "active"
-    assert d.medication("naloxone").status == "recommended"
-    assert d.medication("naltrexone").status == "contraindicated"
+    assert d.status_of("buprenorphine") == "active"
+    assert d.status_of("naloxone") == "recommended"
+    assert d.status_of("naltrexone") == "contraindicated"
     assert "opioid-cns-depressant" in {f.code for f in d.flags}

@@ -64,12 +64,11 @@ def load_clients(path: Path | None) -> dict[str, Client]:
         if isinstance(jku, str):
             jku = [jku]
         if jwks is None and not jku:
-            raise ValueError(f"PATHWAY_CDS_CLIENTS_FILE {path}: client [{i}] needs 'jwks' or "
-                             "'jku'")
-        if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"),
-                                                                           list)):
-            raise ValueError(f"PATHWAY_CDS_CLIENTS_FILE {path}: client [{i}] 'jwks' must be a "
-                             "JWK Set")
+            raise ValueError(f"PATHWAY_CDS_CLIENTS_FILE {path}: client [{i}] needs 'jwks' or 'jku'")
+        if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
+            raise ValueError(
+                f"PATHWAY_CDS_CLIENTS_FILE {path}: client [{i}] 'jwks' must be a JWK Set"
+            )
         clients[c["iss"]] = Client(c["iss"], jwks, tuple(str(u) for u in jku), c.get("tenant"))
     return clients
 
@@ -112,8 +111,12 @@ def _find_key(jwks: dict[str, Any], kid: str, alg: str) -> Any:
 
 
 class Verifier:
-    def __init__(self, clients: dict[str, Client], remember_jti: Callable[[str, datetime], bool],
-                 keysets: KeySets | None = None) -> None:
+    def __init__(
+        self,
+        clients: dict[str, Client],
+        remember_jti: Callable[[str, datetime], bool],
+        keysets: KeySets | None = None,
+    ) -> None:
         self.clients = clients
         self.remember_jti = remember_jti
         self.keysets = keysets or KeySets()
@@ -148,7 +151,11 @@ class Verifier:
         key = _find_key(jwks, kid, alg)
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, key=key, algorithms=[alg], audience=audience, issuer=iss,
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=audience,
+                issuer=iss,
                 leeway=SKEW_SECONDS,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"]},
             )
@@ -183,16 +190,25 @@ def require_caller(view: F) -> F:
             return view(*args, **kwargs)
         header = request.headers.get("Authorization", "")
         if not header.lower().startswith("bearer ") or not header[7:].strip():
-            raise ApiError(401, "Authorization: Bearer <JWT> is required.", "login",
-                           headers={"WWW-Authenticate": 'Bearer realm="oud-pathway"'})
+            raise ApiError(
+                401,
+                "Authorization: Bearer <JWT> is required.",
+                "login",
+                headers={"WWW-Authenticate": 'Bearer realm="oud-pathway"'},
+            )
         audience = svc.settings.base_url + request.path
         try:
-            g.caller = current_app.extensions["pathway.verifier"].verify(header[7:].strip(),
-                                                                         audience)
+            g.caller = current_app.extensions["pathway.verifier"].verify(
+                header[7:].strip(), audience
+            )
         except AuthError as e:
             log.warning("caller refused: %s (path %s)", e, request.path)
-            raise ApiError(401, f"Caller not authenticated: {e}.", "login",
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from e
+            raise ApiError(
+                401,
+                f"Caller not authenticated: {e}.",
+                "login",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            ) from e
         return view(*args, **kwargs)
 
     return cast(F, wrapper)

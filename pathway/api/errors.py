@@ -16,9 +16,19 @@ from pathway.api.jsonio import fhir_response
 log = logging.getLogger("pathway.errors")
 
 ISSUE_CODE = {
-    400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-    406: "not-supported", 409: "conflict", 412: "not-found", 413: "too-costly",
-    415: "not-supported", 422: "processing", 429: "throttled", 500: "exception",
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    409: "conflict",
+    412: "not-found",
+    413: "too-costly",
+    415: "not-supported",
+    422: "processing",
+    429: "throttled",
+    500: "exception",
     503: "transient",
 }
 
@@ -26,9 +36,14 @@ ISSUE_CODE = {
 class ApiError(Exception):
     """An error with its HTTP status and a message for the caller (no patient data in it)."""
 
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 expression: list[str] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        expression: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -37,8 +52,12 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def operation_outcome(message: str, code: str = "invalid", severity: str = "error",
-                      expression: list[str] | None = None) -> dict[str, Any]:
+def operation_outcome(
+    message: str,
+    code: str = "invalid",
+    severity: str = "error",
+    expression: list[str] | None = None,
+) -> dict[str, Any]:
     issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": message}
     if expression:
         issue["expression"] = expression
@@ -48,8 +67,9 @@ def operation_outcome(message: str, code: str = "invalid", severity: str = "erro
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError) -> Response:
-        resp = fhir_response(operation_outcome(e.message, e.code, expression=e.expression),
-                             e.status)
+        resp = fhir_response(
+            operation_outcome(e.message, e.code, expression=e.expression), e.status
+        )
         for k, v in e.headers.items():
             resp.headers[k] = v
         return resp
@@ -59,10 +79,12 @@ def register_error_handlers(app: Flask) -> None:
         status = e.code or 500
         message = e.description or e.name
         if status == 413:
-            message = (f"Request body too large (limit {app.config.get('MAX_CONTENT_LENGTH')} "
-                       "bytes).")
-        resp = fhir_response(operation_outcome(message, ISSUE_CODE.get(status, "processing")),
-                             status)
+            message = (
+                f"Request body too large (limit {app.config.get('MAX_CONTENT_LENGTH')} bytes)."
+            )
+        resp = fhir_response(
+            operation_outcome(message, ISSUE_CODE.get(status, "processing")), status
+        )
         if status == 405 and e.get_response().headers.get("Allow"):
             resp.headers["Allow"] = e.get_response().headers["Allow"]
         return resp
@@ -71,5 +93,10 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(e: Exception) -> Response:
         log.exception("unhandled error (%s)", type(e).__name__)
         return fhir_response(
-            operation_outcome("Internal error: the request was not processed. It has been "
-                              "logged.", "exception", severity="fatal"), 500)
+            operation_outcome(
+                "Internal error: the request was not processed. It has been logged.",
+                "exception",
+                severity="fatal",
+            ),
+            500,
+        )

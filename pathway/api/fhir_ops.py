@@ -28,14 +28,26 @@ def _service() -> Service:
 def metadata() -> Response:
     svc = _service()
     cfg = svc.config.pathway
-    resources = [{
-        "type": t,
-        "interaction": [{"code": "read"}],
-        **({"operation": [{"name": "apply",
-                           "definition": "http://hl7.org/fhir/OperationDefinition/"
-                                         "PlanDefinition-apply"}]}
-           if t == "PlanDefinition" else {}),
-    } for t in CONFORMANCE_TYPES]
+    resources = [
+        {
+            "type": t,
+            "interaction": [{"code": "read"}],
+            **(
+                {
+                    "operation": [
+                        {
+                            "name": "apply",
+                            "definition": "http://hl7.org/fhir/OperationDefinition/"
+                            "PlanDefinition-apply",
+                        }
+                    ]
+                }
+                if t == "PlanDefinition"
+                else {}
+            ),
+        }
+        for t in CONFORMANCE_TYPES
+    ]
     body = {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -43,8 +55,10 @@ def metadata() -> Response:
         "publisher": "OUD Care Pathway project",
         "kind": "instance",
         "software": {"name": "oud-pathway", "version": cfg.version},
-        "implementation": {"description": "OUD care pathway service",
-                           "url": f"{svc.settings.base_url}/fhir"},
+        "implementation": {
+            "description": "OUD care pathway service",
+            "url": f"{svc.settings.base_url}/fhir",
+        },
         "fhirVersion": "4.0.1",
         "format": ["json"],
         "instantiates": [f"{cfg.canonical}/PlanDefinition/oud-care-pathway"],
@@ -56,8 +70,9 @@ def metadata() -> Response:
 @bp.get("/<rtype>/<rid>")
 def read(rtype: str, rid: str) -> Response:
     if rtype not in CONFORMANCE_TYPES:
-        raise ApiError(404, f"This endpoint serves only {', '.join(CONFORMANCE_TYPES)}.",
-                       "not-supported")
+        raise ApiError(
+            404, f"This endpoint serves only {', '.join(CONFORMANCE_TYPES)}.", "not-supported"
+        )
     svc = _service()
     found = svc.config.conformance.get(rtype, {}).get(rid)
     if found is None and rtype == "ValueSet":
@@ -80,8 +95,11 @@ def parse_as_of(raw: str | None) -> datetime:
         return datetime.now(UTC)
     when = parse_when(raw)
     if when is None or when.date_only:
-        raise ApiError(400, "asOf must be a full dateTime with a time zone, e.g. "
-                       "2025-06-15T12:00:00Z.", expression=["Parameters.parameter[asOf]"])
+        raise ApiError(
+            400,
+            "asOf must be a full dateTime with a time zone, e.g. 2025-06-15T12:00:00Z.",
+            expression=["Parameters.parameter[asOf]"],
+        )
     return when.earliest
 
 
@@ -91,20 +109,27 @@ def apply() -> Response:
     params = _params(read_json_body())
     subjects = params.get("subject", [])
     if len(subjects) != 1 or not isinstance(subjects[0].get("valueString"), str):
-        raise ApiError(400, "Parameters need exactly one 'subject' with valueString "
-                       "'Patient/{id}'.", expression=["Parameters.parameter[subject]"])
+        raise ApiError(
+            400,
+            "Parameters need exactly one 'subject' with valueString 'Patient/{id}'.",
+            expression=["Parameters.parameter[subject]"],
+        )
     subject = subjects[0]["valueString"].strip()
     if not subject.startswith("Patient/") or not subject[8:] or "/" in subject[8:]:
-        raise ApiError(400, f"subject must look like 'Patient/{{id}}', got {subject[:80]!r}.",
-                       expression=["Parameters.parameter[subject]"])
+        raise ApiError(
+            400,
+            f"subject must look like 'Patient/{{id}}', got {subject[:80]!r}.",
+            expression=["Parameters.parameter[subject]"],
+        )
     patient_id = subject[8:]
     as_of_params = params.get("asOf", [])
     if len(as_of_params) > 1:
         raise ApiError(400, "At most one 'asOf'.", expression=["Parameters.parameter[asOf]"])
     as_of = parse_as_of(as_of_params[0].get("valueDateTime") if as_of_params else None)
     if as_of_params and as_of_params[0].get("valueDateTime") is None:
-        raise ApiError(400, "asOf needs a valueDateTime.",
-                       expression=["Parameters.parameter[asOf]"])
+        raise ApiError(
+            400, "asOf needs a valueDateTime.", expression=["Parameters.parameter[asOf]"]
+        )
     data_params = params.get("data", [])
     svc = _service()
     if len(data_params) > 1:
@@ -113,11 +138,17 @@ def apply() -> Response:
         data = data_params[0].get("resource")
         if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
             got = data.get("resourceType") if isinstance(data, dict) else None
-            raise ApiError(400, f"'data' must carry a Bundle resource, got {got or 'nothing'}.",
-                           expression=["Parameters.parameter[data]"])
+            raise ApiError(
+                400,
+                f"'data' must carry a Bundle resource, got {got or 'nothing'}.",
+                expression=["Parameters.parameter[data]"],
+            )
         if not isinstance(data.get("entry", []), list):
-            raise ApiError(400, "'data' Bundle.entry must be a list.",
-                           expression=["Parameters.parameter[data].resource.entry"])
+            raise ApiError(
+                400,
+                "'data' Bundle.entry must be a list.",
+                expression=["Parameters.parameter[data].resource.entry"],
+            )
     else:
         data = svc.read_patient_from_server(patient_id)
     try:

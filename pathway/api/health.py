@@ -20,12 +20,10 @@ def readyz() -> Response:
     store_ok = svc.store.writable()
     body: dict[str, object] = {
         "status": "ready" if store_ok else "not-ready",
-        "config": {"version": svc.config.pathway.version,
-                   "valueSets": len(svc.config.valuesets)},
+        "config": {"version": svc.config.pathway.version, "valueSets": len(svc.config.valuesets)},
         "store": "writable" if store_ok else "not writable",
         "auth": svc.settings.auth_mode,
     }
     if svc.settings.auth_mode == "off":
-        body["warning"] = ("PATHWAY_AUTH_MODE=off: callers are NOT authenticated. "
-                           "Development only.")
+        body["warning"] = "PATHWAY_AUTH_MODE=off: callers are NOT authenticated. Development only."
     return json_response(body, 200 if store_ok else 503)

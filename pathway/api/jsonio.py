@@ -16,8 +16,9 @@ def read_json_body() -> Any:
 
     ctype = (request.mimetype or "").lower()
     if ctype and ctype not in ("application/json", FHIR_JSON) and not ctype.endswith("+json"):
-        raise ApiError(415, f"Content-Type {ctype!r} is not JSON: send application/json or "
-                       f"{FHIR_JSON}.")
+        raise ApiError(
+            415, f"Content-Type {ctype!r} is not JSON: send application/json or {FHIR_JSON}."
+        )
     raw = request.get_data(cache=False)  # honours MAX_CONTENT_LENGTH (413)
     if not raw.strip():
         raise ApiError(400, "The request body is empty: a JSON object was expected.")

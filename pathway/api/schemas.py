@@ -54,6 +54,7 @@ def load_or_400(schema: Schema, body: Any, what: str) -> dict[str, Any]:
     except ValidationError as e:
         problems = _paths(e.messages)
         text = "; ".join(f"{p}: {m}" for p, m in problems)
-        raise ApiError(400, f"{what} is not valid: {text}", "invalid",
-                       expression=[p for p, _ in problems if p]) from e
+        raise ApiError(
+            400, f"{what} is not valid: {text}", "invalid", expression=[p for p, _ in problems if p]
+        ) from e
     return data

@@ -16,13 +16,16 @@ MAX_DEPTH = 8
 
 @dataclass(slots=True)
 class Flattened:
-    resources: list[tuple[dict[str, Any], str | None]] = field(default_factory=list)  # (res, fullUrl)
+    resources: list[tuple[dict[str, Any], str | None]] = field(
+        default_factory=list
+    )  # (res, fullUrl)
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
-def flatten(item: Any, into: Flattened | None = None, full_url: str | None = None,
-            depth: int = 0) -> Flattened:
+def flatten(
+    item: Any, into: Flattened | None = None, full_url: str | None = None, depth: int = 0
+) -> Flattened:
     out = into if into is not None else Flattened()
     if depth > MAX_DEPTH:
         out.problems.append("Bundles nested too deeply: the inner ones were skipped")

@@ -17,10 +17,16 @@ from pathway.rules.model import Decision, MedicationOption, PlannedTask
 DEVICE_REF = {"reference": "Device/oud-pathway-service", "display": "OUD care pathway service"}
 US_CORE_CAREPLAN_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category"
 SECURITY = [
-    {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R",
-     "display": "restricted"},
-    {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "SUD",
-     "display": "substance use disorder information sensitivity"},
+    {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+        "code": "R",
+        "display": "restricted",
+    },
+    {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        "code": "SUD",
+        "display": "substance use disorder information sensitivity",
+    },
 ]
 PHASE_TITLES = {
     "assessment": "Assessment and engagement",
@@ -30,12 +36,17 @@ PHASE_TITLES = {
     "not-applicable": "Not applicable",
 }
 STATUS_WORDS = {
-    "active": "Active (continue)", "suitable": "Suitable", "caution": "Caution",
-    "not-yet": "Not yet", "contraindicated": "Contraindicated", "recommended": "Recommended",
+    "active": "Active (continue)",
+    "suitable": "Suitable",
+    "caution": "Caution",
+    "not-yet": "Not yet",
+    "contraindicated": "Contraindicated",
+    "recommended": "Recommended",
     "not-indicated": "Not indicated",
 }
-DISCLAIMER = ("Decision support for a clinician, not an order: each option and task needs "
-              "clinical judgement.")
+DISCLAIMER = (
+    "Decision support for a clinician, not an order: each option and task needs clinical judgement."
+)
 
 
 def _iso(dt: datetime) -> str:
@@ -47,8 +58,9 @@ def careplan_urn(canonical: str, patient_id: str) -> str:
 
 
 def task_urn(canonical: str, patient_id: str, code: str) -> str:
-    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL,
-                                        f"{canonical}/task|{patient_id}:{code}"))
+    return "urn:uuid:" + str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"{canonical}/task|{patient_id}:{code}")
+    )
 
 
 class PlanWriter:
@@ -65,8 +77,11 @@ class PlanWriter:
         self.careplan_profile = f"{canon}/StructureDefinition/oud-pathway-careplan"
         self.task_profile = f"{canon}/StructureDefinition/oud-pathway-task"
         actions = config.conformance.get("CodeSystem", {}).get("oud-pathway-action", {})
-        self.action_display = {c["code"]: c.get("display", c["code"])
-                               for c in actions.get("concept", []) if isinstance(c, dict)}
+        self.action_display = {
+            str(c["code"]): str(c.get("display", c["code"]))
+            for c in actions.get("concept", [])
+            if isinstance(c, dict)
+        }
 
     # ---------------------------------------------------------------- Task
     def task(self, d: Decision, t: PlannedTask, careplan_ref: str) -> dict[str, Any]:
@@ -79,8 +94,10 @@ class PlanWriter:
             "status": "requested",
             "intent": "plan",
             "priority": t.priority,
-            "code": {"coding": [{"system": self.action_system, "code": t.code,
-                                 "display": display}], "text": display},
+            "code": {
+                "coding": [{"system": self.action_system, "code": t.code, "display": display}],
+                "text": display,
+            },
             "description": f"{display}: {t.reason}",
             "for": {"reference": f"Patient/{d.patient_id}"},
             "authoredOn": _iso(d.as_of),
@@ -89,30 +106,70 @@ class PlanWriter:
         }
 
     # ---------------------------------------------------------------- CarePlan
-    def careplan(self, d: Decision, task_refs: dict[str, str],
-                 notes: list[str] | None = None,
-                 evidence_dates: dict[str, str] | None = None) -> dict[str, Any]:
+    def careplan(
+        self,
+        d: Decision,
+        task_refs: dict[str, str],
+        notes: list[str] | None = None,
+        evidence_dates: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         categories: list[dict[str, Any]] = [
-            {"coding": [{"system": US_CORE_CAREPLAN_CATEGORY, "code": "assess-plan",
-                         "display": "Assessment and Plan of Treatment"}]},
-            {"coding": [{"system": self.phase_system, "code": d.phase,
-                         "display": PHASE_TITLES[d.phase]}]},
+            {
+                "coding": [
+                    {
+                        "system": US_CORE_CAREPLAN_CATEGORY,
+                        "code": "assess-plan",
+                        "display": "Assessment and Plan of Treatment",
+                    }
+                ]
+            },
+            {
+                "coding": [
+                    {"system": self.phase_system, "code": d.phase, "display": PHASE_TITLES[d.phase]}
+                ]
+            },
         ]
         if d.return_to_use:
-            categories.append({"coding": [{"system": self.flag_system, "code": "return-to-use",
-                                           "display": "Return to use"}]})
+            categories.append(
+                {
+                    "coding": [
+                        {
+                            "system": self.flag_system,
+                            "code": "return-to-use",
+                            "display": "Return to use",
+                        }
+                    ]
+                }
+            )
         if d.suspected_oud:
-            categories.append({"coding": [{"system": self.flag_system, "code": "suspected-oud",
-                                           "display": "Suspected OUD"}]})
+            categories.append(
+                {
+                    "coding": [
+                        {
+                            "system": self.flag_system,
+                            "code": "suspected-oud",
+                            "display": "Suspected OUD",
+                        }
+                    ]
+                }
+            )
         activity: list[dict[str, Any]] = [self._medication_activity(m) for m in d.medications]
         for t in d.tasks:
-            activity.append({"reference": {"reference": task_refs[t.code],
-                                           "display": self.action_display.get(t.code, t.code)}})
+            activity.append(
+                {
+                    "reference": {
+                        "reference": task_refs[t.code],
+                        "display": self.action_display.get(t.code, t.code),
+                    }
+                }
+            )
         plan: dict[str, Any] = {
             "resourceType": "CarePlan",
             "meta": {"profile": [self.careplan_profile], "security": SECURITY},
-            "text": {"status": "generated",
-                     "div": self.narrative(d, notes or [], evidence_dates or {})},
+            "text": {
+                "status": "generated",
+                "div": self.narrative(d, notes or [], evidence_dates or {}),
+            },
             "identifier": [{"system": f"{self.canon}/careplan", "value": d.patient_id}],
             "instantiatesCanonical": [self.cfg.plan_definition],
             "status": "revoked" if d.phase == "not-applicable" else "active",
@@ -139,8 +196,9 @@ class PlanWriter:
             "kind": "MedicationRequest",
             "status": "in-progress" if m.status == "active" else "not-started",
             "productCodeableConcept": {
-                "coding": [{"system": coding.system, "code": coding.code,
-                            "display": coding.display}],
+                "coding": [
+                    {"system": coding.system, "code": coding.code, "display": coding.display}
+                ],
                 "text": coding.display,
             },
             "description": f"{STATUS_WORDS[m.status]}: " + " ".join(m.reasons),
@@ -163,31 +221,38 @@ class PlanWriter:
             "<p><b>Why:</b> " + escape(" ".join(d.phase_reasons)) + "</p>",
         ]
         if d.medications:
-            parts.append("<table><thead><tr><th>Medication</th><th>Status</th><th>Reasons</th>"
-                         "</tr></thead><tbody>")
+            parts.append(
+                "<table><thead><tr><th>Medication</th><th>Status</th><th>Reasons</th>"
+                "</tr></thead><tbody>"
+            )
             for m in d.medications:
-                parts.append(f"<tr><td>{escape(m.medication)}</td>"
-                             f"<td>{escape(STATUS_WORDS[m.status])}</td>"
-                             f"<td>{escape(' '.join(m.reasons))}</td></tr>")
+                parts.append(
+                    f"<tr><td>{escape(m.medication)}</td>"
+                    f"<td>{escape(STATUS_WORDS[m.status])}</td>"
+                    f"<td>{escape(' '.join(m.reasons))}</td></tr>"
+                )
             parts.append("</tbody></table>")
         if d.flags:
             parts.append("<p><b>Safety:</b></p><ul>")
-            parts.extend(f"<li>{escape(f.indicator.upper())}: {escape(f.summary)}. "
-                         f"{escape(f.detail)}</li>" for f in d.flags)
+            parts.extend(
+                f"<li>{escape(f.indicator.upper())}: {escape(f.summary)}. {escape(f.detail)}</li>"
+                for f in d.flags
+            )
             parts.append("</ul>")
         if d.tasks:
             parts.append("<p><b>Planned tasks:</b></p><ul>")
             for t in d.tasks:
                 name = self.action_display.get(t.code, t.code)
-                parts.append(f"<li>{escape(name)} (due {t.due.isoformat()}, {t.priority}): "
-                             f"{escape(t.reason)}</li>")
+                parts.append(
+                    f"<li>{escape(name)} (due {t.due.isoformat()}, {t.priority}): "
+                    f"{escape(t.reason)}</li>"
+                )
             parts.append("</ul>")
         if d.evidence:
             parts.append("<p><b>Evidence used:</b></p><ul>")
             for r in d.evidence:
                 when = evidence_dates.get(r)
-                parts.append(f"<li>{escape(r)}" + (f" ({escape(when)})" if when else "")
-                             + "</li>")
+                parts.append(f"<li>{escape(r)}" + (f" ({escape(when)})" if when else "") + "</li>")
             parts.append("</ul>")
         for n in [*d.notes, *notes]:
             parts.append(f"<p><i>{escape(n)}</i></p>")
@@ -195,28 +260,48 @@ class PlanWriter:
         return "".join(parts)
 
     # ---------------------------------------------------------------- $apply Bundle
-    def apply_bundle(self, d: Decision, notes: list[str] | None = None,
-                     evidence_dates: dict[str, str] | None = None) -> dict[str, Any]:
+    def apply_bundle(
+        self,
+        d: Decision,
+        notes: list[str] | None = None,
+        evidence_dates: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         if d.phase == "not-applicable":
             return {
                 "resourceType": "Bundle",
                 "type": "collection",
                 "timestamp": _iso(d.as_of),
-                "entry": [{"resource": {
-                    "resourceType": "OperationOutcome",
-                    "issue": [{"severity": "information", "code": "informational",
-                               "diagnostics": "Phase not-applicable: " + " ".join(d.phase_reasons)
-                               + " No CarePlan and no Task are proposed."}],
-                }}],
+                "entry": [
+                    {
+                        "resource": {
+                            "resourceType": "OperationOutcome",
+                            "issue": [
+                                {
+                                    "severity": "information",
+                                    "code": "informational",
+                                    "diagnostics": "Phase not-applicable: "
+                                    + " ".join(d.phase_reasons)
+                                    + " No CarePlan and no Task are proposed.",
+                                }
+                            ],
+                        }
+                    }
+                ],
             }
         cp_urn = careplan_urn(self.canon, d.patient_id)
         task_refs = {t.code: task_urn(self.canon, d.patient_id, t.code) for t in d.tasks}
-        entries = [{"fullUrl": cp_urn,
-                    "resource": self.careplan(d, task_refs, notes, evidence_dates)}]
-        entries.extend({"fullUrl": task_refs[t.code], "resource": self.task(d, t, cp_urn)}
-                       for t in d.tasks)
-        return {"resourceType": "Bundle", "type": "collection", "timestamp": _iso(d.as_of),
-                "entry": entries}
+        entries = [
+            {"fullUrl": cp_urn, "resource": self.careplan(d, task_refs, notes, evidence_dates)}
+        ]
+        entries.extend(
+            {"fullUrl": task_refs[t.code], "resource": self.task(d, t, cp_urn)} for t in d.tasks
+        )
+        return {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "timestamp": _iso(d.as_of),
+            "entry": entries,
+        }
 
 
 def _is_relative(ref: str) -> bool:

@@ -25,8 +25,9 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 class FhirError(Exception):
     """Base of the client's errors. `status` is the HTTP status when there was one."""
 
-    def __init__(self, message: str, status: int | None = None,
-                 outcome: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, outcome: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.outcome = outcome
@@ -61,8 +62,11 @@ class FhirResponse:
 
 def _outcome_text(body: Any) -> str:
     if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        texts = [str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code"))
-                 for i in body.get("issue") or [] if isinstance(i, dict)]
+        texts = [
+            str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code"))
+            for i in body.get("issue") or []
+            if isinstance(i, dict)
+        ]
         return "; ".join(t for t in texts if t and t != "None")
     return ""
 
@@ -105,9 +109,14 @@ class FhirClient:
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}"
 
-    def request(self, method: str, path: str, body: Any = None,
-                headers: dict[str, str] | None = None,
-                params: dict[str, str] | None = None) -> FhirResponse:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> FhirResponse:
         url = self.url(path)
         data = orjson.dumps(body) if body is not None else None
         hdrs = self._headers(headers)
@@ -117,16 +126,23 @@ class FhirClient:
         while True:
             attempt += 1
             try:
-                resp = self.session.request(method, url, data=data, headers=hdrs, params=params,
-                                            timeout=self.timeout, allow_redirects=False)
+                resp = self.session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=hdrs,
+                    params=params,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
             except requests.Timeout as e:
                 if attempt <= self.retries:
-                    self._sleep(self.backoff * 2 ** (attempt - 1))
+                    self._sleep(self.backoff * 2.0 ** (attempt - 1))
                     continue
                 raise FhirUnavailable(f"{method} timed out after {self.timeout:g}s") from e
             except requests.RequestException as e:
                 if attempt <= self.retries:
-                    self._sleep(self.backoff * 2 ** (attempt - 1))
+                    self._sleep(self.backoff * 2.0 ** (attempt - 1))
                     continue
                 raise FhirUnavailable(f"{method} failed: {type(e).__name__}") from e
             if resp.status_code in RETRY_STATUSES and attempt <= self.retries:
@@ -135,17 +151,17 @@ class FhirClient:
             return self._handle(method, resp)
 
     def _retry_after(self, resp: requests.Response, attempt: int) -> float:
-        default = self.backoff * 2 ** (attempt - 1)
+        default = self.backoff * 2.0 ** (attempt - 1)
         value = resp.headers.get("Retry-After")
         if not value:
             return default
         try:
-            return min(max(float(value), 0.0), 30.0)
+            return float(min(max(float(value), 0.0), 30.0))
         except ValueError:
             pass
         try:
             when = parsedate_to_datetime(value)
-            return min(max(when.timestamp() - time.time(), 0.0), 30.0)
+            return float(min(max(when.timestamp() - time.time(), 0.0), 30.0))
         except (TypeError, ValueError):
             return default
 
@@ -156,9 +172,12 @@ class FhirClient:
                 body = orjson.loads(resp.content)
             except orjson.JSONDecodeError:
                 if resp.status_code < 400:
-                    raise FhirBadResponse(f"{method}: the server answered {resp.status_code} "
-                                          "with a body that is not JSON", resp.status_code) from None
-        headers = {k: v for k, v in resp.headers.items()}
+                    raise FhirBadResponse(
+                        f"{method}: the server answered {resp.status_code} "
+                        "with a body that is not JSON",
+                        resp.status_code,
+                    ) from None
+        headers = dict(resp.headers.items())
         status = resp.status_code
         if status < 400:
             return FhirResponse(status, body, headers)
@@ -197,8 +216,14 @@ class FhirClient:
             if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
                 raise FhirBadResponse(f"search {rtype}: not a Bundle", r.status)
             yield bundle
-            nxt = next((link.get("url") for link in bundle.get("link") or []
-                        if isinstance(link, dict) and link.get("relation") == "next"), None)
+            nxt = next(
+                (
+                    link.get("url")
+                    for link in bundle.get("link") or []
+                    if isinstance(link, dict) and link.get("relation") == "next"
+                ),
+                None,
+            )
             if not isinstance(nxt, str) or nxt in seen:
                 return
             if not same_origin(nxt, self.base_url):

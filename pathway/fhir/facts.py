@@ -30,35 +30,64 @@ from pathway.rules.model import (
 )
 
 ANALYTE_OF = {
-    "uds-opiates": "opiates", "uds-fentanyl": "fentanyl", "uds-6mam": "6mam",
-    "uds-oxycodone": "oxycodone", "uds-buprenorphine": "buprenorphine",
-    "uds-methadone": "methadone", "uds-eddp": "eddp", "uds-benzodiazepines": "benzodiazepines",
+    "uds-opiates": "opiates",
+    "uds-fentanyl": "fentanyl",
+    "uds-6mam": "6mam",
+    "uds-oxycodone": "oxycodone",
+    "uds-buprenorphine": "buprenorphine",
+    "uds-methadone": "methadone",
+    "uds-eddp": "eddp",
+    "uds-benzodiazepines": "benzodiazepines",
     "uds-stimulants": "stimulants",
 }
 MEASUREMENT_OF = {
-    "alt": "alt", "ast": "ast", "qtc": "qtc", "systolic-bp": "sbp", "heart-rate": "hr",
-    "hcg": "hcg", "pregnancy-status": "pregnancy", "hiv-screening": "hiv",
+    "alt": "alt",
+    "ast": "ast",
+    "qtc": "qtc",
+    "systolic-bp": "sbp",
+    "heart-rate": "hr",
+    "hcg": "hcg",
+    "pregnancy-status": "pregnancy",
+    "hiv-screening": "hiv",
     "hcv-screening": "hcv",
 }
 CONDITION_TAGS = {
-    "oud-conditions": "oud", "oud-remission-conditions": "oud-remission-code",
-    "oud-mild-conditions": "oud-mild", "oud-moderate-severe-conditions": "oud-moderate-severe",
-    "opioid-withdrawal-conditions": "withdrawal", "pregnancy-conditions": "pregnancy",
+    "oud-conditions": "oud",
+    "oud-remission-conditions": "oud-remission-code",
+    "oud-mild-conditions": "oud-mild",
+    "oud-moderate-severe-conditions": "oud-moderate-severe",
+    "opioid-withdrawal-conditions": "withdrawal",
+    "pregnancy-conditions": "pregnancy",
 }
 REASON_TAGS = {"oud-conditions": "oud", "opioid-withdrawal-conditions": "withdrawal"}
-MEDICATION_GROUPS = frozenset({
-    "buprenorphine-oud", "buprenorphine-pain", "methadone", "naltrexone", "naloxone-rescue",
-    "benzodiazepines", "cns-depressants", "lofexidine", "clonidine",
-})
+MEDICATION_GROUPS = frozenset(
+    {
+        "buprenorphine-oud",
+        "buprenorphine-pain",
+        "methadone",
+        "naltrexone",
+        "naloxone-rescue",
+        "benzodiazepines",
+        "cns-depressants",
+        "lofexidine",
+        "clonidine",
+    }
+)
 IGNORED_REQUEST_STATUSES = frozenset({"cancelled", "entered-in-error"})
 IGNORED_OBSERVATION_STATUSES = frozenset({"cancelled", "entered-in-error"})
 IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 
 POSITIVE_WORDS = frozenset({"pos", "positive", "detected", "presumptive positive", "+"})
 NEGATIVE_WORDS = frozenset({"neg", "negative", "not detected", "none detected", "-"})
-INTERPRETATION = {"POS": Result.POSITIVE, "NEG": Result.NEGATIVE, "A": Result.POSITIVE,
-                  "N": Result.NEGATIVE, "DET": Result.POSITIVE, "ND": Result.NEGATIVE,
-                  "AA": Result.POSITIVE}
+INTERPRETATION = {
+    "POS": Result.POSITIVE,
+    "NEG": Result.NEGATIVE,
+    "A": Result.POSITIVE,
+    "N": Result.NEGATIVE,
+    "DET": Result.POSITIVE,
+    "ND": Result.NEGATIVE,
+    "AA": Result.POSITIVE,
+}
 INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 
 
@@ -78,8 +107,11 @@ def parse_when(value: Any) -> When | None:
         if len(v) == 7:
             y, m = int(v[:4]), int(v[5:7])
             last = calendar.monthrange(y, m)[1]
-            return When(datetime(y, m, 1, tzinfo=UTC),
-                        datetime(y, m, last, 23, 59, 59, 999999, tzinfo=UTC), "month")
+            return When(
+                datetime(y, m, 1, tzinfo=UTC),
+                datetime(y, m, last, 23, 59, 59, 999999, tzinfo=UTC),
+                "month",
+            )
         if len(v) == 10:
             d = datetime.fromisoformat(v).replace(tzinfo=UTC)
             return When(d, d + timedelta(days=1) - timedelta(microseconds=1), "day")
@@ -222,17 +254,28 @@ class FactReader:
         return Result.UNKNOWN
 
     # --- the main pass
-    def read(self, flat: Flattened, patient_id: str | None = None,
-             drafts: list[dict[str, Any]] | None = None, strict_subject: bool = True) -> Reading:
+    def read(
+        self,
+        flat: Flattened,
+        patient_id: str | None = None,
+        drafts: list[dict[str, Any]] | None = None,
+        strict_subject: bool = True,
+    ) -> Reading:
         """`strict_subject`: data that holds nothing for the named patient is an error (for
         $apply); a CDS Hooks context names the patient itself, so empty data is just empty."""
         notes = list(flat.problems)
         for oo in flat.outcomes:
             for issue in oo.get("issue") or []:
                 if isinstance(issue, dict):
-                    notes.append("The EHR reported: " + str(
-                        issue.get("diagnostics") or _text(issue.get("details"))
-                        or issue.get("code") or "an issue"))
+                    notes.append(
+                        "The EHR reported: "
+                        + str(
+                            issue.get("diagnostics")
+                            or _text(issue.get("details"))
+                            or issue.get("code")
+                            or "an issue"
+                        )
+                    )
 
         by_key: dict[str, dict[str, Any]] = {}
         patients: list[tuple[dict[str, Any], str | None]] = []
@@ -243,7 +286,7 @@ class FactReader:
                 patients.append((res, url))
 
         if patient_id is not None and patient_id.startswith("Patient/"):
-            patient_id = patient_id[len("Patient/"):]  # some EHRs send the reference
+            patient_id = patient_id[len("Patient/") :]  # some EHRs send the reference
         patient_res, patient_url = self._pick_patient(patients, patient_id)
         pid = patient_id or (str(patient_res.get("id")) if patient_res else None)
         if not pid:
@@ -299,19 +342,27 @@ class FactReader:
         patient = PatientFacts(
             id=pid,
             birth_date=parse_when(patient_res.get("birthDate")) if patient_res else None,
-            gender=patient_res.get("gender") if patient_res and isinstance(
-                patient_res.get("gender"), str) else None,
+            gender=patient_res.get("gender")
+            if patient_res and isinstance(patient_res.get("gender"), str)
+            else None,
         )
         facts = Facts(
-            patient=patient, conditions=tuple(conditions), orders=tuple(orders),
-            screens=tuple(screens), measurements=tuple(measurements), last_uses=tuple(uses),
-            stages=tuple(stages), tasks=tuple(tasks), draft_orders=tuple(draft_orders),
+            patient=patient,
+            conditions=tuple(conditions),
+            orders=tuple(orders),
+            screens=tuple(screens),
+            measurements=tuple(measurements),
+            last_uses=tuple(uses),
+            stages=tuple(stages),
+            tasks=tuple(tasks),
+            draft_orders=tuple(draft_orders),
         )
         return Reading(facts, notes)
 
     @staticmethod
-    def _pick_patient(patients: list[tuple[dict[str, Any], str | None]],
-                      patient_id: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    def _pick_patient(
+        patients: list[tuple[dict[str, Any], str | None]], patient_id: str | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
         if patient_id is not None:
             for res, url in patients:
                 if res.get("id") == patient_id:
@@ -340,8 +391,10 @@ class FactReader:
 
     @staticmethod
     def _names_patient(res: dict[str, Any]) -> bool:
-        return any(isinstance(res.get(k), dict) and isinstance(res[k].get("reference"), str)
-                   for k in ("subject", "patient", "for"))
+        return any(
+            isinstance(res.get(k), dict) and isinstance(res[k].get("reference"), str)
+            for k in ("subject", "patient", "for")
+        )
 
     # --- resources
     def _condition(self, res: dict[str, Any], ref: str) -> ConditionFact | None:
@@ -356,8 +409,9 @@ class FactReader:
             when = _period_when(res.get("onsetPeriod"))
         return ConditionFact(ref, tags, _status_code(res.get("clinicalStatus")), when)
 
-    def _medication_codings(self, res: dict[str, Any], by_key: dict[str, dict[str, Any]],
-                            notes: list[str], ref: str) -> tuple[list[Any], str]:
+    def _medication_codings(
+        self, res: dict[str, Any], by_key: dict[str, dict[str, Any]], notes: list[str], ref: str
+    ) -> tuple[list[Any], str]:
         cc = res.get("medicationCodeableConcept")
         if isinstance(cc, dict):
             return _codings(cc), _text(cc)
@@ -377,21 +431,30 @@ class FactReader:
             if isinstance(med, dict) and med.get("resourceType") == "Medication":
                 codings = list(_codings(med.get("code")))
                 return codings, _text(med.get("code")) or str(mref.get("display") or "")
-            notes.append(f"{ref}: its medication ({target or 'no reference'}) is not in the "
-                         "data, so the drug is unknown")
+            notes.append(
+                f"{ref}: its medication ({target or 'no reference'}) is not in the "
+                "data, so the drug is unknown"
+            )
             return [], str(mref.get("display") or "")
         notes.append(f"{ref}: no medication given, so the drug is unknown")
         return [], ""
 
-    def _order(self, res: dict[str, Any], ref: str, by_key: dict[str, dict[str, Any]],
-               notes: list[str], draft: bool = False) -> MedicationOrder | None:
+    def _order(
+        self,
+        res: dict[str, Any],
+        ref: str,
+        by_key: dict[str, dict[str, Any]],
+        notes: list[str],
+        draft: bool = False,
+    ) -> MedicationOrder | None:
         status = res.get("status")
         if not isinstance(status, str):
             status = "unknown"
         codings, name = self._medication_codings(res, by_key, notes, ref)
         groups = self.t.groups(codings)
-        groups = frozenset(g for g in groups
-                           if g in MEDICATION_GROUPS or g.startswith("opioid-analgesic-"))
+        groups = frozenset(
+            g for g in groups if g in MEDICATION_GROUPS or g.startswith("opioid-analgesic-")
+        )
         reasons: set[str] = set()
         for concept in res.get("reasonCode") or []:
             for g in self.t.groups(_codings(concept)):
@@ -405,8 +468,11 @@ class FactReader:
                     if g in REASON_TAGS:
                         reasons.add(REASON_TAGS[g])
         return MedicationOrder(
-            ref=ref, groups=groups, status="draft" if draft else status,
-            authored=parse_when(res.get("authoredOn")), reason_tags=frozenset(reasons),
+            ref=ref,
+            groups=groups,
+            status="draft" if draft else status,
+            authored=parse_when(res.get("authoredOn")),
+            reason_tags=frozenset(reasons),
             name=name,
         )
 
@@ -422,9 +488,16 @@ class FactReader:
                 return alias
         return None
 
-    def _observation(self, res: dict[str, Any], ref: str, screens: list[DrugScreen],
-                     measurements: list[Measurement], uses: list[LastUse],
-                     stages: list[StageOfChange], notes: list[str]) -> None:
+    def _observation(
+        self,
+        res: dict[str, Any],
+        ref: str,
+        screens: list[DrugScreen],
+        measurements: list[Measurement],
+        uses: list[LastUse],
+        stages: list[StageOfChange],
+        notes: list[str],
+    ) -> None:
         if res.get("status") in IGNORED_OBSERVATION_STATUSES:
             return
         codings = _codings(res.get("code"))
@@ -450,8 +523,7 @@ class FactReader:
             if kind in ("hcg", "hiv", "hcv"):
                 measurements.append(Measurement(ref, kind, None, when, None, self.result_of(res)))
             elif kind == "pregnancy":
-                measurements.append(Measurement(ref, kind, None, when, None,
-                                                self._pregnancy(res)))
+                measurements.append(Measurement(ref, kind, None, when, None, self._pregnancy(res)))
             else:
                 measurements.append(self._quantity(res, ref, kind, when))
         # Blood pressure panels carry the systolic value in a component.
@@ -486,9 +558,17 @@ class FactReader:
             return Result.NEGATIVE  # a coded answer that is not "pregnant"
         return Result.UNKNOWN
 
-    def _own_observation(self, code: str, res: dict[str, Any], ref: str, when: When | None,
-                         measurements: list[Measurement], uses: list[LastUse],
-                         stages: list[StageOfChange], notes: list[str]) -> None:
+    def _own_observation(
+        self,
+        code: str,
+        res: dict[str, Any],
+        ref: str,
+        when: When | None,
+        measurements: list[Measurement],
+        uses: list[LastUse],
+        stages: list[StageOfChange],
+        notes: list[str],
+    ) -> None:
         if code in ("cows-total", "dsm5-oud-criteria-count"):
             kind = "cows" if code == "cows-total" else "severity"
             m = self._quantity(res, ref, kind, when)
@@ -501,15 +581,15 @@ class FactReader:
             used = parse_when(res.get("valueDateTime"))
             if used is None:
                 notes.append(f"{ref}: last opioid use without a readable date")
-            kind: str | None = None
+            opioid_type: str | None = None
             for comp in res.get("component") or []:
                 if isinstance(comp, dict) and _code_in(comp.get("code"), self.obs_system) == (
                     "opioid-type"
                 ):
-                    kind = _code_in(comp.get("valueCodeableConcept"), self.type_system)
-            if kind not in (None, "short-acting", "long-acting", "fentanyl"):
-                kind = None
-            uses.append(LastUse(ref, used, kind))
+                    opioid_type = _code_in(comp.get("valueCodeableConcept"), self.type_system)
+            if opioid_type not in ("short-acting", "long-acting", "fentanyl"):
+                opioid_type = None  # an unknown type counts as long-acting (the rules' default)
+            uses.append(LastUse(ref, used, opioid_type))
         elif code == "readiness-stage":
             stage = _code_in(res.get("valueCodeableConcept"), self.stage_system)
             stages.append(StageOfChange(ref, stage, when))
@@ -518,12 +598,15 @@ class FactReader:
         code = _code_in(res.get("code"), self.action_system)
         if code is None:
             return None
-        ours = any(isinstance(i, dict) and i.get("system") == self.task_identifier
-                   for i in res.get("identifier") or [])
+        ours = any(
+            isinstance(i, dict) and i.get("system") == self.task_identifier
+            for i in res.get("identifier") or []
+        )
         if not ours:
             return None
         when = _period_when(res.get("executionPeriod")) or _first_when(
-            res.get("lastModified"), res.get("authoredOn"))
+            res.get("lastModified"), res.get("authoredOn")
+        )
         status = res.get("status") if isinstance(res.get("status"), str) else "unknown"
         return TaskRecord(ref, code, str(status), when)
 

@@ -105,11 +105,18 @@ def _deciding_oud_condition(conditions: list[ConditionFact]) -> ConditionFact | 
     return max(conditions, key=key)
 
 
-def _severity(facts: Facts, as_of: datetime, cfg: PathwayConfig, latest: dict[str, Measurement],
-              oud_conditions: list[ConditionFact]) -> tuple[str | None, str | None]:
+def _severity(
+    facts: Facts,
+    as_of: datetime,
+    cfg: PathwayConfig,
+    latest: dict[str, Measurement],
+    oud_conditions: list[ConditionFact],
+) -> tuple[str | None, str | None]:
     sev = latest.get("severity")
-    if sev is not None and sev.value is not None and timing.may_be_within_days(
-        sev.when, as_of, cfg.evidence.severity_lookback_days
+    if (
+        sev is not None
+        and sev.value is not None
+        and timing.may_be_within_days(sev.when, as_of, cfg.evidence.severity_lookback_days)
     ):
         count = sev.value
         if count >= cfg.severity.severe_min:
@@ -143,9 +150,14 @@ def _episode(
     if active is None or active.authored is None:
         return None, ()
     chain = sorted(
-        (o for o in orders
-         if o.status in EPISODE_STATUSES and o.authored is not None and moud_drug(o, oud)
-         and o.authored.earliest <= active.authored.latest),
+        (
+            o
+            for o in orders
+            if o.status in EPISODE_STATUSES
+            and o.authored is not None
+            and moud_drug(o, oud)
+            and o.authored.earliest <= active.authored.latest
+        ),
         key=lambda o: timing.sort_key(o.authored),
     )
     start = active
@@ -182,20 +194,26 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
     if deciding is not None:
         status = _condition_status(deciding)
         reasons.append(
-            "OUD diagnosis on the problem list" if status == "active"
+            "OUD diagnosis on the problem list"
+            if status == "active"
             else "OUD diagnosis in remission (history)"
         )
         refs.extend(c.ref for c in oud_conditions)
     sev = latest.get("severity")
-    if (sev is not None and sev.value is not None
-            and sev.value >= cfg.evidence.severity_evidence_min
-            and timing.may_be_within_days(sev.when, as_of, cfg.evidence.severity_lookback_days)):
+    if (
+        sev is not None
+        and sev.value is not None
+        and sev.value >= cfg.evidence.severity_evidence_min
+        and timing.may_be_within_days(sev.when, as_of, cfg.evidence.severity_lookback_days)
+    ):
         reasons.append(f"DSM-5 OUD criteria count {int(sev.value)} in the last 12 months")
         refs.append(sev.ref)
     for o in orders:
         if "buprenorphine-oud" in o.groups and (
             o.status == "active"
-            or timing.may_be_within_days(o.authored, as_of, cfg.evidence.buprenorphine_lookback_days)
+            or timing.may_be_within_days(
+                o.authored, as_of, cfg.evidence.buprenorphine_lookback_days
+            )
         ):
             reasons.append("buprenorphine for OUD prescribed in the last 12 months")
             refs.append(o.ref)
@@ -213,21 +231,30 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
         drug = moud_drug(o, oud)
         if drug is not None:
             active_moud.setdefault(drug, o)
-    newest_active = max(active_moud.values(), key=lambda o: timing.sort_key(o.authored),
-                        default=None)
+    newest_active = max(
+        active_moud.values(), key=lambda o: timing.sort_key(o.authored), default=None
+    )
     episode_start, episode_refs = _episode(orders, newest_active, oud, cfg)
-    past_moud = tuple(o for o in orders
-                      if o.status in {"completed", "stopped"} and moud_drug(o, oud))
+    past_moud = tuple(
+        o for o in orders if o.status in {"completed", "stopped"} and moud_drug(o, oud)
+    )
 
     # --- drug screens
-    screens = tuple(_newest_first(
-        [s for s in facts.screens if timing.not_after(s.when, as_of)], lambda s: s.when))
+    screens = tuple(
+        _newest_first(
+            [s for s in facts.screens if timing.not_after(s.when, as_of)], lambda s: s.when
+        )
+    )
     opioid_analytes = frozenset(cfg.drug_groups.opioid_analytes)
     illicit = tuple(
-        s for s in screens
-        if s.result is Result.POSITIVE and s.analyte in opioid_analytes
-        and (s.analyte in cfg.drug_groups.always_illicit_analytes
-             or not _explained(s, list(active_orders), cfg))
+        s
+        for s in screens
+        if s.result is Result.POSITIVE
+        and s.analyte in opioid_analytes
+        and (
+            s.analyte in cfg.drug_groups.always_illicit_analytes
+            or not _explained(s, list(active_orders), cfg)
+        )
     )
 
     # --- withdrawal (rule 3a as §8 defines it)
@@ -235,16 +262,23 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
     w_refs: list[str] = []
     withdrawal_cows = None
     for m in _newest_first(measurements, lambda m: m.when):
-        if (m.kind == "cows" and m.value is not None and m.value >= cfg.cows.withdrawal_min
-                and timing.may_be_within_hours(m.when, as_of, cfg.cows.withdrawal_window_hours)):
-            w_reasons.append(f"COWS {int(m.value)} ({timing.describe(m.when)}) in the last "
-                             f"{cfg.cows.withdrawal_window_hours} h")
+        if (
+            m.kind == "cows"
+            and m.value is not None
+            and m.value >= cfg.cows.withdrawal_min
+            and timing.may_be_within_hours(m.when, as_of, cfg.cows.withdrawal_window_hours)
+        ):
+            w_reasons.append(
+                f"COWS {int(m.value)} ({timing.describe(m.when)}) in the last "
+                f"{cfg.cows.withdrawal_window_hours} h"
+            )
             w_refs.append(m.ref)
             withdrawal_cows = m
             break
     for o in active_orders:
-        if "lofexidine" in o.groups or ("clonidine" in o.groups
-                                        and o.reason_tags & {"withdrawal", "oud"}):
+        if "lofexidine" in o.groups or (
+            "clonidine" in o.groups and o.reason_tags & {"withdrawal", "oud"}
+        ):
             w_reasons.append(f"active withdrawal treatment ({o.name or o.ref})")
             w_refs.append(o.ref)
     for c in conditions:
@@ -255,22 +289,32 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
             w_refs.append(c.ref)
 
     # --- last use, stage, pregnancy
-    uses = _newest_first([u for u in facts.last_uses if timing.not_after(u.used, as_of)],
-                         lambda u: u.used)
+    uses = _newest_first(
+        [u for u in facts.last_uses if timing.not_after(u.used, as_of)], lambda u: u.used
+    )
     last_use = uses[0] if uses else None
-    stages = _newest_first([s for s in facts.stages if timing.not_after(s.when, as_of)],
-                           lambda s: s.when)
-    stage = next((s for s in stages
-                  if s.stage and timing.may_be_within_days(s.when, as_of,
-                                                           cfg.labs.stage_valid_days)), None)
+    stages = _newest_first(
+        [s for s in facts.stages if timing.not_after(s.when, as_of)], lambda s: s.when
+    )
+    stage = next(
+        (
+            s
+            for s in stages
+            if s.stage and timing.may_be_within_days(s.when, as_of, cfg.labs.stage_valid_days)
+        ),
+        None,
+    )
 
     preg_refs: list[str] = []
     status_obs = latest.get("pregnancy")
     if status_obs is not None and status_obs.result is Result.POSITIVE:
         preg_refs.append(status_obs.ref)
     for m in measurements:
-        if (m.kind == "hcg" and m.result is Result.POSITIVE
-                and timing.may_be_within_days(m.when, as_of, cfg.labs.hcg_valid_days)):
+        if (
+            m.kind == "hcg"
+            and m.result is Result.POSITIVE
+            and timing.may_be_within_days(m.when, as_of, cfg.labs.hcg_valid_days)
+        ):
             preg_refs.append(m.ref)
     for c in conditions:
         if "pregnancy" in c.tags and c.clinical_status in (None, *ACTIVE_CONDITION):

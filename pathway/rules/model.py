@@ -45,7 +45,9 @@ class PatientFacts:
 @dataclass(frozen=True, slots=True)
 class ConditionFact:
     ref: str
-    tags: frozenset[str]  # oud, oud-remission-code, oud-mild, oud-moderate-severe, withdrawal, pregnancy
+    tags: frozenset[
+        str
+    ]  # oud, oud-remission-code, oud-mild, oud-moderate-severe, withdrawal, pregnancy
     clinical_status: str | None  # active | recurrence | relapse | inactive | remission | resolved
     when: When | None  # recordedDate, else onset
 
@@ -53,7 +55,9 @@ class ConditionFact:
 @dataclass(frozen=True, slots=True)
 class MedicationOrder:
     ref: str
-    groups: frozenset[str]  # value-set ids: buprenorphine-oud, methadone, opioid-analgesic-oxycodone, ...
+    groups: frozenset[
+        str
+    ]  # value-set ids: buprenorphine-oud, methadone, opioid-analgesic-oxycodone, ...
     status: str  # active | completed | stopped | on-hold | unknown | draft
     authored: When | None
     reason_tags: frozenset[str] = frozenset()  # oud, withdrawal (from reasonCode)
@@ -123,7 +127,9 @@ class Facts:
 @dataclass(frozen=True, slots=True)
 class MedicationOption:
     medication: str  # buprenorphine | methadone | naltrexone | naloxone | lofexidine | clonidine
-    status: str  # active | suitable | caution | not-yet | contraindicated | recommended | not-indicated
+    status: (
+        str  # active | suitable | caution | not-yet | contraindicated | recommended | not-indicated
+    )
     reasons: tuple[str, ...]
     evidence: tuple[str, ...]
 
@@ -167,6 +173,10 @@ class Decision:
 
     def medication(self, name: str) -> MedicationOption | None:
         return next((m for m in self.medications if m.medication == name), None)
+
+    def status_of(self, name: str) -> str | None:
+        option = self.medication(name)
+        return option.status if option is not None else None
 
     @property
     def task_codes(self) -> tuple[str, ...]:

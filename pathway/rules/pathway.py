@@ -33,14 +33,21 @@ def evaluate(facts: Facts, as_of: datetime, config: PathwayConfig) -> Decision:
     flags = chart_flags(f, options, config) if concern else []
     flags += order_flags(f, facts.draft_orders, options, config)
     tasks = plan_tasks(f, facts, config, phase.phase, phase.return_to_use, options, flags)
-    evidence = tuple(dict.fromkeys(
-        [*phase.evidence, *f.evidence_refs,
-         *(e for o in options.values() for e in o.evidence),
-         *(e for t in tasks for e in t.evidence)]))
+    evidence = tuple(
+        dict.fromkeys(
+            [
+                *phase.evidence,
+                *f.evidence_refs,
+                *(e for o in options.values() for e in o.evidence),
+                *(e for t in tasks for e in t.evidence),
+            ]
+        )
+    )
     notes: list[str] = []
     if f.last_use is not None and f.last_use.opioid_type is None:
-        notes.append("Last opioid use has no type: counted as long-acting (the conservative "
-                     "reading).")
+        notes.append(
+            "Last opioid use has no type: counted as long-acting (the conservative reading)."
+        )
     if f.active_moud and f.episode_start is None:
         notes.append("MOUD start date unknown: treated as the first 30 days.")
     return Decision(

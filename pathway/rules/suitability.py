@@ -94,8 +94,10 @@ def recent_full_agonist_exposure(f: Findings, cfg: PathwayConfig) -> tuple[list[
         if kind == "fentanyl":
             if use.used is None or timing.may_be_within_days(use.used, f.as_of, b.fentanyl_days):
                 when = timing.describe(use.used) if use.used else "at an unknown time"
-                reasons.append(f"fentanyl use {when}: needs COWS of {cfg.cows.buprenorphine_start_min}"
-                               " or more whatever the hours")
+                reasons.append(
+                    f"fentanyl use {when}: needs COWS of {cfg.cows.buprenorphine_start_min}"
+                    " or more whatever the hours"
+                )
                 refs.append(use.ref)
         elif use.used is None:
             reasons.append("last opioid use recorded without a time")
@@ -104,7 +106,9 @@ def recent_full_agonist_exposure(f: Findings, cfg: PathwayConfig) -> tuple[list[
             limit = b.short_acting_hours if kind == "short-acting" else b.long_acting_hours
             if timing.may_be_within_hours(use.used, f.as_of, limit):
                 hours = max(0.0, hours_since(use.used, f.as_of))
-                reasons.append(f"last {kind} opioid use {hours:.0f} h ago (under {limit} h){untyped}")
+                reasons.append(
+                    f"last {kind} opioid use {hours:.0f} h ago (under {limit} h){untyped}"
+                )
                 refs.append(use.ref)
     return reasons, refs
 
@@ -122,36 +126,57 @@ def buprenorphine(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Med
     exposure, refs = recent_full_agonist_exposure(f, cfg)
     if exposure:
         cows = f.latest.get("cows")
-        cows_ok = (cows is not None and cows.value is not None
-                   and cows.value >= cfg.cows.buprenorphine_start_min
-                   and timing.surely_within_hours(cows.when, f.as_of,
-                                                  cfg.cows.buprenorphine_window_hours))
+        cows_ok = (
+            cows is not None
+            and cows.value is not None
+            and cows.value >= cfg.cows.buprenorphine_start_min
+            and timing.surely_within_hours(cows.when, f.as_of, cfg.cows.buprenorphine_window_hours)
+        )
         if not cows_ok:
             recent_cows = (
-                cows is not None and cows.value is not None
-                and timing.may_be_within_hours(cows.when, f.as_of,
-                                               cfg.cows.buprenorphine_window_hours)
+                cows is not None
+                and cows.value is not None
+                and timing.may_be_within_hours(
+                    cows.when, f.as_of, cfg.cows.buprenorphine_window_hours
+                )
             )
-            cows_text = (f"latest COWS {int(cows.value)} ({timing.describe(cows.when)})"
-                         if cows is not None and cows.value is not None and recent_cows
-                         else f"no COWS in the last {cfg.cows.buprenorphine_window_hours} h")
-            o.add("not-yet",
-                  "Risk of precipitated withdrawal: " + "; ".join(exposure) + f"; {cows_text}. "
-                  f"Reassess COWS and start when it is {cfg.cows.buprenorphine_start_min} or more, "
-                  "or consider a low-dose initiation.",
-                  *refs, cows.ref if cows is not None and recent_cows else "")
+            cows_text = (
+                f"latest COWS {int(cows.value)} ({timing.describe(cows.when)})"
+                if cows is not None and cows.value is not None and recent_cows
+                else f"no COWS in the last {cfg.cows.buprenorphine_window_hours} h"
+            )
+            o.add(
+                "not-yet",
+                "Risk of precipitated withdrawal: " + "; ".join(exposure) + f"; {cows_text}. "
+                f"Reassess COWS and start when it is {cfg.cows.buprenorphine_start_min} or more, "
+                "or consider a low-dose initiation.",
+                *refs,
+                cows.ref if cows is not None and recent_cows else "",
+            )
     methadone = f.active_moud.get("methadone")
     if methadone is not None:
-        o.add("caution", "Currently on methadone: a transition to buprenorphine needs a taper and "
-              "specialist input.", methadone.ref)
+        o.add(
+            "caution",
+            "Currently on methadone: a transition to buprenorphine needs a taper and "
+            "specialist input.",
+            methadone.ref,
+        )
     for dep in f.has_active(cfg.drug_groups.cns_depressants):
-        o.add("caution", f"Active benzodiazepine or other CNS depressant ({dep.name or dep.ref}): "
-              "respiratory depression risk; do not withhold MOUD, review the depressant.", dep.ref)
+        o.add(
+            "caution",
+            f"Active benzodiazepine or other CNS depressant ({dep.name or dep.ref}): "
+            "respiratory depression risk; do not withhold MOUD, review the depressant.",
+            dep.ref,
+        )
     liver = liver_ratio(f, cfg)
     if liver is not None and liver.ratio > b.liver_caution_uln_multiple:
-        o.add("caution", f"{liver.name} {liver.measurement.value:g} U/L is {liver.ratio:.1f} x the "
-              f"upper limit of normal (over {b.liver_caution_uln_multiple:g} x): monitor liver "
-              "function.", liver.measurement.ref)
+        o.add(
+            "caution",
+            f"{liver.name} {liver.measurement.value:g} U/L is {liver.ratio:.1f} x the "
+            f"upper limit of normal (over {b.liver_caution_uln_multiple:g} x): monitor liver "
+            "function.",
+            liver.measurement.ref,
+        )
     ages = _ages(patient, f)
     if ages is not None and ages[0] < b.min_age:
         o.add("caution", f"Age under {b.min_age}: specialist input for adolescent treatment.")
@@ -167,33 +192,56 @@ def methadone(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Medicat
     m = cfg.methadone
     active = f.active_moud.get("methadone")
     if active is not None:
-        o.add("active", f"On methadone ({active.name or active.ref}): continue in the opioid "
-              "treatment program.", active.ref)
+        o.add(
+            "active",
+            f"On methadone ({active.name or active.ref}): continue in the opioid "
+            "treatment program.",
+            active.ref,
+        )
     qtc = current_qtc(f, cfg)
     if qtc is not None and qtc.value is not None:
         if qtc.value > m.qtc_contraindicated_above_ms:
-            o.add("contraindicated", f"QTc {qtc.value:g} ms ({timing.describe(qtc.when)}) is over "
-                  f"{m.qtc_contraindicated_above_ms:g} ms: choose buprenorphine.", qtc.ref)
+            o.add(
+                "contraindicated",
+                f"QTc {qtc.value:g} ms ({timing.describe(qtc.when)}) is over "
+                f"{m.qtc_contraindicated_above_ms:g} ms: choose buprenorphine.",
+                qtc.ref,
+            )
         elif qtc.value >= m.qtc_caution_min_ms:
-            o.add("caution", f"QTc {qtc.value:g} ms ({timing.describe(qtc.when)}) is "
-                  f"{m.qtc_caution_min_ms:g}-{m.qtc_contraindicated_above_ms:g} ms: ECG monitoring, "
-                  "avoid other QT-prolonging drugs.", qtc.ref)
+            o.add(
+                "caution",
+                f"QTc {qtc.value:g} ms ({timing.describe(qtc.when)}) is "
+                f"{m.qtc_caution_min_ms:g}-{m.qtc_contraindicated_above_ms:g} ms: ECG monitoring, "
+                "avoid other QT-prolonging drugs.",
+                qtc.ref,
+            )
     for dep in f.has_active(cfg.drug_groups.cns_depressants):
-        o.add("caution", f"Active benzodiazepine or other CNS depressant ({dep.name or dep.ref}): "
-              "respiratory depression risk.", dep.ref)
+        o.add(
+            "caution",
+            f"Active benzodiazepine or other CNS depressant ({dep.name or dep.ref}): "
+            "respiratory depression risk.",
+            dep.ref,
+        )
     ages = _ages(patient, f)
     if ages is not None and ages[0] < m.min_age:
-        o.add("caution", f"Age under {m.min_age}: admission of minors to an opioid treatment "
-              "program has extra federal conditions.")
+        o.add(
+            "caution",
+            f"Age under {m.min_age}: admission of minors to an opioid treatment "
+            "program has extra federal conditions.",
+        )
     if active is None:
-        reason = "First-line agonist treatment in an opioid treatment program (daily observed " \
-                 "dosing at first)"
+        reason = (
+            "First-line agonist treatment in an opioid treatment program (daily observed "
+            "dosing at first)"
+        )
         if f.severity == "severe":
             reason += "; well suited to severe OUD"
         o.add("suitable", reason + ".", f.severity_ref or "" if f.severity == "severe" else "")
         if qtc is None:
-            o.add("suitable", "No QTc in the last 12 months: obtain an ECG before starting "
-                  "(task order-ecg).")
+            o.add(
+                "suitable",
+                "No QTc in the last 12 months: obtain an ECG before starting (task order-ecg).",
+            )
     return o.result()
 
 
@@ -203,22 +251,39 @@ def naltrexone(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Medica
     active = f.active_moud.get("naltrexone")
     if active is not None:
         o.add("active", f"On naltrexone ({active.name or active.ref}): continue.", active.ref)
-    agonists = f.has_active(("methadone", "buprenorphine-oud", "buprenorphine-pain",
-                             *cfg.drug_groups.full_agonist_analgesics))
+    agonists = f.has_active(
+        (
+            "methadone",
+            "buprenorphine-oud",
+            "buprenorphine-pain",
+            *cfg.drug_groups.full_agonist_analgesics,
+        )
+    )
     for a in agonists:
-        o.add("contraindicated", f"Active opioid agonist ({a.name or a.ref}): naltrexone would "
-              "precipitate withdrawal and block treatment.", a.ref)
+        o.add(
+            "contraindicated",
+            f"Active opioid agonist ({a.name or a.ref}): naltrexone would "
+            "precipitate withdrawal and block treatment.",
+            a.ref,
+        )
     liver = liver_ratio(f, cfg)
     if liver is not None:
         if liver.ratio > n.liver_contraindicated_uln_multiple:
-            o.add("contraindicated", f"{liver.name} {liver.measurement.value:g} U/L is "
-                  f"{liver.ratio:.1f} x the upper limit of normal (over "
-                  f"{n.liver_contraindicated_uln_multiple:g} x).", liver.measurement.ref)
+            o.add(
+                "contraindicated",
+                f"{liver.name} {liver.measurement.value:g} U/L is "
+                f"{liver.ratio:.1f} x the upper limit of normal (over "
+                f"{n.liver_contraindicated_uln_multiple:g} x).",
+                liver.measurement.ref,
+            )
         elif liver.ratio >= n.liver_caution_uln_multiple:
-            o.add("caution", f"{liver.name} {liver.measurement.value:g} U/L is {liver.ratio:.1f} x "
-                  f"the upper limit of normal ({n.liver_caution_uln_multiple:g}-"
-                  f"{n.liver_contraindicated_uln_multiple:g} x): monitor liver function.",
-                  liver.measurement.ref)
+            o.add(
+                "caution",
+                f"{liver.name} {liver.measurement.value:g} U/L is {liver.ratio:.1f} x "
+                f"the upper limit of normal ({n.liver_caution_uln_multiple:g}-"
+                f"{n.liver_contraindicated_uln_multiple:g} x): monitor liver function.",
+                liver.measurement.ref,
+            )
     # not-yet: the opioid-free interval must be documented.
     use = f.last_use
     if use is not None:
@@ -226,32 +291,57 @@ def naltrexone(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Medica
         days = n.opioid_free_days_long if kind == "long-acting" else n.opioid_free_days_short
         if use.used is None or timing.may_be_within_days(use.used, f.as_of, days):
             when = timing.describe(use.used) if use.used else "at an unknown time"
-            o.add("not-yet", f"Last {kind} opioid use {when}: needs {days} opioid-free days "
-                  "first.", use.ref)
+            o.add(
+                "not-yet",
+                f"Last {kind} opioid use {when}: needs {days} opioid-free days first.",
+                use.ref,
+            )
     for s in f.illicit_within(n.illicit_uds_days):
-        o.add("not-yet", f"Illicit {s.analyte}-positive drug screen {timing.describe(s.when)} "
-              f"(within {n.illicit_uds_days} days).", s.ref)
+        o.add(
+            "not-yet",
+            f"Illicit {s.analyte}-positive drug screen {timing.describe(s.when)} "
+            f"(within {n.illicit_uds_days} days).",
+            s.ref,
+        )
     c = f.withdrawal_cows
     if c is not None and c.value is not None:
-        o.add("not-yet", f"COWS {c.value:g} ({timing.describe(c.when)}) in the last "
-              f"{cfg.cows.withdrawal_window_hours} h: still in withdrawal.", c.ref)
+        o.add(
+            "not-yet",
+            f"COWS {c.value:g} ({timing.describe(c.when)}) in the last "
+            f"{cfg.cows.withdrawal_window_hours} h: still in withdrawal.",
+            c.ref,
+        )
     negative, neg_refs = negative_opioid_screen(f, cfg, n.negative_uds_days)
     if not negative:
-        o.add("not-yet", f"No negative opioid drug screen (opiates and fentanyl) in the last "
-              f"{n.negative_uds_days} days: document the opioid-free interval with a drug screen.")
+        o.add(
+            "not-yet",
+            f"No negative opioid drug screen (opiates and fentanyl) in the last "
+            f"{n.negative_uds_days} days: document the opioid-free interval with a drug screen.",
+        )
     if f.known_pregnant:
-        o.add("caution", "Pregnancy: limited data for naltrexone; agonist treatment preferred.",
-              *f.pregnancy_refs)
+        o.add(
+            "caution",
+            "Pregnancy: limited data for naltrexone; agonist treatment preferred.",
+            *f.pregnancy_refs,
+        )
     if f.severity == "severe":
         stage = f.stage.stage if f.stage else None
         if stage not in n.stages_ready:
-            o.add("caution", "Severe OUD with a stage of change before action"
-                  + (f" ({stage})" if stage else " (stage not known)")
-                  + ": do not offer naltrexone in place of agonist treatment.",
-                  f.severity_ref or "", f.stage.ref if f.stage else "")
+            o.add(
+                "caution",
+                "Severe OUD with a stage of change before action"
+                + (f" ({stage})" if stage else " (stage not known)")
+                + ": do not offer naltrexone in place of agonist treatment.",
+                f.severity_ref or "",
+                f.stage.ref if f.stage else "",
+            )
     if active is None and not any(h[0] in ("not-yet", "contraindicated") for h in o.hits):
-        o.add("suitable", "Opioid-free interval documented by a negative drug screen; "
-              "extended-release injection preferred.", *neg_refs)
+        o.add(
+            "suitable",
+            "Opioid-free interval documented by a negative drug screen; "
+            "extended-release injection preferred.",
+            *neg_refs,
+        )
     return o.result()
 
 
@@ -266,8 +356,11 @@ def negative_opioid_screen(f: Findings, cfg: PathwayConfig, days: int) -> tuple[
             continue
         if s.result is Result.POSITIVE and timing.may_be_within_days(s.when, f.as_of, days):
             return False, []
-        if (s.result is Result.NEGATIVE and s.analyte in ("opiates", "fentanyl")
-                and timing.surely_within_days(s.when, f.as_of, days)):
+        if (
+            s.result is Result.NEGATIVE
+            and s.analyte in ("opiates", "fentanyl")
+            and timing.surely_within_days(s.when, f.as_of, days)
+        ):
             seen.add(s.analyte)
             refs.append(s.ref)
     return seen == {"opiates", "fentanyl"}, refs
@@ -280,46 +373,80 @@ def naloxone(f: Findings, cfg: PathwayConfig, concern: bool) -> MedicationOption
             order.status == "active" or timing.surely_within_days(order.authored, f.as_of, days)
         ):
             return MedicationOption(
-                "naloxone", "active",
-                (f"Rescue naloxone prescribed {timing.describe(order.authored)} "
-                 f"({order.name or order.ref}).",),
-                (order.ref,))
+                "naloxone",
+                "active",
+                (
+                    f"Rescue naloxone prescribed {timing.describe(order.authored)} "
+                    f"({order.name or order.ref}).",
+                ),
+                (order.ref,),
+            )
     if concern:
         return MedicationOption(
-            "naloxone", "recommended",
-            ("No rescue naloxone prescribed in the last 12 months: prescribe naloxone (nasal "
-             "spray or injection) and train the patient and family (task prescribe-naloxone).",),
+            "naloxone",
+            "recommended",
+            (
+                "No rescue naloxone prescribed in the last 12 months: prescribe naloxone (nasal "
+                "spray or injection) and train the patient and family (task prescribe-naloxone).",
+            ),
             (),
         )
-    return MedicationOption("naloxone", "not-indicated",
-                            ("No OUD evidence or suspicion.",), ())
+    return MedicationOption("naloxone", "not-indicated", ("No OUD evidence or suspicion.",), ())
 
 
 def adjunct(name: str, f: Findings, cfg: PathwayConfig) -> MedicationOption:
     o = _Option(name)
     for order in f.has_active((name,)):
         if name == "lofexidine" or order.reason_tags & {"withdrawal", "oud"}:
-            return MedicationOption(name, "active",
-                                    (f"Prescribed for opioid withdrawal ({order.name or order.ref})"
-                                     ": continue while symptomatic.",),
-                                    (order.ref,))
+            return MedicationOption(
+                name,
+                "active",
+                (
+                    f"Prescribed for opioid withdrawal ({order.name or order.ref})"
+                    ": continue while symptomatic.",
+                ),
+                (order.ref,),
+            )
     if not f.in_withdrawal:
         return MedicationOption(name, "not-indicated", ("Not in opioid withdrawal.",), ())
-    o.add("suitable", "In opioid withdrawal (" + "; ".join(f.withdrawal_reasons)
-          + "): symptomatic relief.", *f.withdrawal_refs)
+    o.add(
+        "suitable",
+        "In opioid withdrawal (" + "; ".join(f.withdrawal_reasons) + "): symptomatic relief.",
+        *f.withdrawal_refs,
+    )
     a = cfg.adjuncts
     sbp, hr = f.latest.get("sbp"), f.latest.get("hr")
-    if (sbp is not None and sbp.value is not None and sbp.value < a.systolic_bp_min
-            and timing.may_be_within_hours(sbp.when, f.as_of, a.vitals_window_hours)):
-        o.add("caution", f"Systolic BP {sbp.value:g} mmHg ({timing.describe(sbp.when)}) under "
-              f"{a.systolic_bp_min:g}: hypotension risk.", sbp.ref)
-    if (hr is not None and hr.value is not None and hr.value < a.heart_rate_min
-            and timing.may_be_within_hours(hr.when, f.as_of, a.vitals_window_hours)):
-        o.add("caution", f"Heart rate {hr.value:g}/min ({timing.describe(hr.when)}) under "
-              f"{a.heart_rate_min:g}: bradycardia risk.", hr.ref)
+    if (
+        sbp is not None
+        and sbp.value is not None
+        and sbp.value < a.systolic_bp_min
+        and timing.may_be_within_hours(sbp.when, f.as_of, a.vitals_window_hours)
+    ):
+        o.add(
+            "caution",
+            f"Systolic BP {sbp.value:g} mmHg ({timing.describe(sbp.when)}) under "
+            f"{a.systolic_bp_min:g}: hypotension risk.",
+            sbp.ref,
+        )
+    if (
+        hr is not None
+        and hr.value is not None
+        and hr.value < a.heart_rate_min
+        and timing.may_be_within_hours(hr.when, f.as_of, a.vitals_window_hours)
+    ):
+        o.add(
+            "caution",
+            f"Heart rate {hr.value:g}/min ({timing.describe(hr.when)}) under "
+            f"{a.heart_rate_min:g}: bradycardia risk.",
+            hr.ref,
+        )
     if name == "clonidine":
         for order in f.has_active(("clonidine",)):
             label = order.name or order.ref
-            o.add("caution", f"Already on clonidine for another indication ({label}): adding "
-                  "more risks hypotension.", order.ref)
+            o.add(
+                "caution",
+                f"Already on clonidine for another indication ({label}): adding "
+                "more risks hypotension.",
+                order.ref,
+            )
     return o.result()

@@ -22,8 +22,14 @@ from pathway.rules.model import (
 )
 
 PSYCHOSOCIAL = (
-    "motivational-interviewing", "contingency-management", "cbt", "case-management",
-    "mutual-help", "peer-support", "addiction-counseling", "family-support",
+    "motivational-interviewing",
+    "contingency-management",
+    "cbt",
+    "case-management",
+    "mutual-help",
+    "peer-support",
+    "addiction-counseling",
+    "family-support",
 )
 
 
@@ -47,9 +53,12 @@ class _Planner:
         return self.cfg.repeat_after_days
 
     def completed_within(self, code: str, days: int) -> bool:
-        return any(t.code == code and t.status == "completed"
-                   and timing.surely_within_days(t.when, self.f.as_of, days)
-                   for t in self.facts.tasks)
+        return any(
+            t.code == code
+            and t.status == "completed"
+            and timing.surely_within_days(t.when, self.f.as_of, days)
+            for t in self.facts.tasks
+        )
 
     def add(self, code: str, reason: str, *evidence: str, interval: int | None = None) -> None:
         if code in self.planned:
@@ -60,14 +69,20 @@ class _Planner:
         r = self.rule(code)
         due_in = r.due_in_days if r.due_in_days is not None else days
         self.planned[code] = PlannedTask(
-            code=code, reason=reason, due=self.f.as_of.date() + timedelta(days=due_in),
-            priority=r.priority, evidence=tuple(e for e in evidence if e))
+            code=code,
+            reason=reason,
+            due=self.f.as_of.date() + timedelta(days=due_in),
+            priority=r.priority,
+            evidence=tuple(e for e in evidence if e),
+        )
 
 
 def _has_qualifying_uds(f: Findings, days: int) -> bool:
     """§8: any drug screen with a readable result, whatever its analyte, surely in the window."""
-    return any(s.result is not Result.UNKNOWN and timing.surely_within_days(s.when, f.as_of, days)
-               for s in f.screens)
+    return any(
+        s.result is not Result.UNKNOWN and timing.surely_within_days(s.when, f.as_of, days)
+        for s in f.screens
+    )
 
 
 def _measured(f: Findings, kinds: tuple[str, ...], days: int) -> bool:
@@ -97,92 +112,136 @@ def plan_tasks(
         p.add("collect-uds", f"No drug screen result in the last {uds_days} days ({phase}).")
     nt_days = cfg.tasks["collect-uds"].naltrexone_not_yet_days or 7
     if status.get("naltrexone") == "not-yet" and not _has_qualifying_uds(f, nt_days):
-        p.add("collect-uds", f"Naltrexone needs a documented opioid-free interval: no drug screen "
-              f"in the last {nt_days} days.", interval=nt_days)
+        p.add(
+            "collect-uds",
+            f"Naltrexone needs a documented opioid-free interval: no drug screen "
+            f"in the last {nt_days} days.",
+            interval=nt_days,
+        )
 
     if not f.active_moud and phase in ("assessment", "stabilization"):
         cows = f.latest.get("cows")
-        if cows is None or not timing.surely_within_hours(cows.when, f.as_of,
-                                                          cfg.cows.assess_window_hours):
-            p.add("assess-cows", f"Not on MOUD and no COWS in the last "
-                  f"{cfg.cows.assess_window_hours} h: score withdrawal (buprenorphine can start "
-                  f"at COWS {cfg.cows.buprenorphine_start_min} or more).",
-                  interval=0)
+        if cows is None or not timing.surely_within_hours(
+            cows.when, f.as_of, cfg.cows.assess_window_hours
+        ):
+            p.add(
+                "assess-cows",
+                f"Not on MOUD and no COWS in the last "
+                f"{cfg.cows.assess_window_hours} h: score withdrawal (buprenorphine can start "
+                f"at COWS {cfg.cows.buprenorphine_start_min} or more).",
+                interval=0,
+            )
 
     sev_days = p.interval("assess-oud-severity")
     severity = f.latest.get("severity")
     if f.oud_condition is None and not (
         severity is not None and timing.surely_within_days(severity.when, f.as_of, sev_days)
     ):
-        p.add("assess-oud-severity", "No OUD diagnosis and no DSM-5 criteria count in the last "
-              "12 months: assess OUD with the DSM-5 criteria.")
+        p.add(
+            "assess-oud-severity",
+            "No OUD diagnosis and no DSM-5 criteria count in the last "
+            "12 months: assess OUD with the DSM-5 criteria.",
+        )
 
     if f.stage is None:
-        p.add("assess-readiness", f"No stage of change in the last {cfg.labs.stage_valid_days} "
-              "days.")
+        p.add(
+            "assess-readiness", f"No stage of change in the last {cfg.labs.stage_valid_days} days."
+        )
 
     nal_status = status.get("naltrexone")
     if nal_status in ("active", "suitable", "caution", "not-yet") and not _measured(
         f, ("alt", "ast"), p.interval("order-lft")
     ):
-        p.add("order-lft", f"Naltrexone {nal_status}: no ALT/AST in the last "
-              f"{p.interval('order-lft')} days (baseline liver function).")
+        p.add(
+            "order-lft",
+            f"Naltrexone {nal_status}: no ALT/AST in the last "
+            f"{p.interval('order-lft')} days (baseline liver function).",
+        )
     bup_days = cfg.tasks["order-lft"].buprenorphine_interval_days or 365
     if status.get("buprenorphine") == "active" and not _measured(f, ("alt", "ast"), bup_days):
-        p.add("order-lft", "On buprenorphine: no ALT/AST in the last 12 months.",
-              interval=bup_days)
+        p.add("order-lft", "On buprenorphine: no ALT/AST in the last 12 months.", interval=bup_days)
 
     if status.get("methadone") in ("active", "suitable", "caution") and not _measured(
         f, ("qtc",), p.interval("order-ecg")
     ):
-        p.add("order-ecg", f"Methadone {status.get('methadone')}: no QTc in the last 12 months "
-              "(ECG before starting and yearly).")
+        p.add(
+            "order-ecg",
+            f"Methadone {status.get('methadone')}: no QTc in the last 12 months "
+            "(ECG before starting and yearly).",
+        )
 
     rule = cfg.tasks["pregnancy-test"]
     ages = age_bounds(f, facts.patient.birth_date)
-    if (facts.patient.gender == "female" and ages is not None and not f.known_pregnant
-            and ages[1] >= (rule.min_age or 12) and ages[0] <= (rule.max_age or 50)
-            and not _measured(f, ("hcg", "pregnancy"), p.interval("pregnancy-test"))):
-        p.add("pregnancy-test", "Female of reproductive age, pregnancy status not known in the "
-              f"last {p.interval('pregnancy-test')} days (affects medication choice).")
+    if (
+        facts.patient.gender == "female"
+        and ages is not None
+        and not f.known_pregnant
+        and ages[1] >= (rule.min_age or 12)
+        and ages[0] <= (rule.max_age or 50)
+        and not _measured(f, ("hcg", "pregnancy"), p.interval("pregnancy-test"))
+    ):
+        p.add(
+            "pregnancy-test",
+            "Female of reproductive age, pregnancy status not known in the "
+            f"last {p.interval('pregnancy-test')} days (affects medication choice).",
+        )
 
-    if f.oud_evidence and not (_measured(f, ("hiv",), p.interval("hiv-hcv-screening"))
-                               and _measured(f, ("hcv",), p.interval("hiv-hcv-screening"))):
-        p.add("hiv-hcv-screening", "OUD: no HIV and hepatitis C screening results in the last "
-              "12 months.")
+    if f.oud_evidence and not (
+        _measured(f, ("hiv",), p.interval("hiv-hcv-screening"))
+        and _measured(f, ("hcv",), p.interval("hiv-hcv-screening"))
+    ):
+        p.add(
+            "hiv-hcv-screening",
+            "OUD: no HIV and hepatitis C screening results in the last 12 months.",
+        )
 
     if status.get("naloxone") == "recommended":
         p.add("prescribe-naloxone", "No rescue naloxone on file: prescribe and train.")
     if phase == "assessment" and not f.active_moud:
-        p.add("discuss-moud-options", "Not on MOUD: discuss buprenorphine and methadone "
-              "(first-line) and extended-release naltrexone.")
+        p.add(
+            "discuss-moud-options",
+            "Not on MOUD: discuss buprenorphine and methadone "
+            "(first-line) and extended-release naltrexone.",
+        )
     for flag in flags:
         if flag.code == "moud-analyte-missing":
             p.add("review-adherence", flag.detail, *flag.evidence)
         if flag.code == "opioid-cns-depressant" and flag.order_ref is None:
             p.add("review-cns-depressants", flag.detail, *flag.evidence)
 
-    p.add("follow-up-visit", f"{phase.capitalize()} phase: follow-up within "
-          f"{p.interval('follow-up-visit')} days.")
+    p.add(
+        "follow-up-visit",
+        f"{phase.capitalize()} phase: follow-up within {p.interval('follow-up-visit')} days.",
+    )
 
     # --- §6 psychosocial care
     stage = f.stage.stage if f.stage is not None else None
     stage_ref = f.stage.ref if f.stage is not None else ""
     for code in cfg.psychosocial.by_stage.get(stage or "unknown", ()):
         p.add(code, f"Stage of change: {stage or 'unknown'}.", stage_ref)
-    recent = [s for s in f.screens_within(cfg.psychosocial.illicit_uds_days)
-              if s.result is Result.POSITIVE and (
-                  s in f.illicit or s.analyte in cfg.drug_groups.stimulant_analytes)]
+    recent = [
+        s
+        for s in f.screens_within(cfg.psychosocial.illicit_uds_days)
+        if s.result is Result.POSITIVE
+        and (s in f.illicit or s.analyte in cfg.drug_groups.stimulant_analytes)
+    ]
     if recent:
-        p.add("contingency-management",
-              f"Illicit opioid or stimulant-positive drug screen in the last "
-              f"{cfg.psychosocial.illicit_uds_days} days: contingency management "
-              f"({cfg.psychosocial.contingency_management_sessions} weekly sessions).",
-              *(s.ref for s in recent))
+        p.add(
+            "contingency-management",
+            f"Illicit opioid or stimulant-positive drug screen in the last "
+            f"{cfg.psychosocial.illicit_uds_days} days: contingency management "
+            f"({cfg.psychosocial.contingency_management_sessions} weekly sessions).",
+            *(s.ref for s in recent),
+        )
     if "methadone" in f.active_moud:
-        p.add("addiction-counseling", "On methadone: counselling is part of opioid treatment "
-              "program care.", f.active_moud["methadone"].ref)
+        p.add(
+            "addiction-counseling",
+            "On methadone: counselling is part of opioid treatment program care.",
+            f.active_moud["methadone"].ref,
+        )
     if phase == "assessment" or return_to_use:
-        p.add("family-support", "Community reinforcement and family training; naloxone training "
-              "for family members.")
+        p.add(
+            "family-support",
+            "Community reinforcement and family training; naloxone training for family members.",
+        )
     return tuple(p.planned.values())

@@ -36,7 +36,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 metadata = MetaData()
 
 feedback = Table(
-    "feedback", metadata,
+    "feedback",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("service_id", String(100), nullable=False),
     Column("card", String(100), nullable=False),
@@ -45,7 +46,8 @@ feedback = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
 audit = Table(
-    "audit", metadata,
+    "audit",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("action", String(40), nullable=False),
@@ -53,7 +55,8 @@ audit = Table(
     Column("detail", Text, nullable=False),
 )
 outbox = Table(
-    "outbox", metadata,
+    "outbox",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("key", String(200), nullable=False, unique=True),
     Column("target", String(500), nullable=False),
@@ -65,12 +68,14 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 seen_jti = Table(
-    "seen_jti", metadata,
+    "seen_jti",
+    metadata,
     Column("key", String(300), primary_key=True),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 health = Table(
-    "health", metadata,
+    "health",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("checked_at", DateTime(timezone=True), nullable=False),
 )
@@ -82,7 +87,7 @@ class StoreError(RuntimeError):
 
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 5, "check_same_thread": False})
@@ -116,8 +121,12 @@ class Store:
         try:
             with self.engine.begin() as c:
                 now = datetime.now(UTC)
-                if c.execute(update(health).where(health.c.id == 1)
-                             .values(checked_at=now)).rowcount == 0:
+                if (
+                    c.execute(
+                        update(health).where(health.c.id == 1).values(checked_at=now)
+                    ).rowcount
+                    == 0
+                ):
                     c.execute(insert(health).values(id=1, checked_at=now))
             return True
         except SQLAlchemyError:
@@ -127,9 +136,15 @@ class Store:
     def add_feedback(self, service_id: str, card: str, outcome: str, body: Any) -> int:
         try:
             with self.engine.begin() as c:
-                result = c.execute(insert(feedback).values(
-                    service_id=service_id, card=card, outcome=outcome,
-                    body=orjson.dumps(body).decode(), received_at=datetime.now(UTC)))
+                result = c.execute(
+                    insert(feedback).values(
+                        service_id=service_id,
+                        card=card,
+                        outcome=outcome,
+                        body=orjson.dumps(body).decode(),
+                        received_at=datetime.now(UTC),
+                    )
+                )
                 pk = result.inserted_primary_key
                 return int(pk[0]) if pk else 0
         except SQLAlchemyError as e:
@@ -142,9 +157,14 @@ class Store:
     def add_audit(self, action: str, patient_id: str, detail: dict[str, Any]) -> None:
         try:
             with self.engine.begin() as c:
-                c.execute(insert(audit).values(at=datetime.now(UTC), action=action,
-                                               subject_hash=self.subject_hash(patient_id),
-                                               detail=orjson.dumps(detail).decode()))
+                c.execute(
+                    insert(audit).values(
+                        at=datetime.now(UTC),
+                        action=action,
+                        subject_hash=self.subject_hash(patient_id),
+                        detail=orjson.dumps(detail).decode(),
+                    )
+                )
         except SQLAlchemyError:
             pass  # auditing must not fail a clinical answer; the metrics count it
 

@@ -48,16 +48,24 @@ def test_apply_every_scenario(client: FlaskClient, path: Path) -> None:
     careplan, *tasks = resources
     assert careplan["resourceType"] == "CarePlan"
     assert all(t["resourceType"] == "Task" for t in tasks)
-    phases = [c["coding"][0]["code"] for c in careplan["category"]
-              if c["coding"][0]["system"] == f"{CANON}/CodeSystem/oud-pathway-phase"]
+    phases = [
+        c["coding"][0]["code"]
+        for c in careplan["category"]
+        if c["coding"][0]["system"] == f"{CANON}/CodeSystem/oud-pathway-phase"
+    ]
     assert phases == [expect["phase"]]
-    flags = {c["coding"][0]["code"] for c in careplan["category"]
-             if c["coding"][0]["system"] == f"{CANON}/CodeSystem/oud-pathway-flag"}
+    flags = {
+        c["coding"][0]["code"]
+        for c in careplan["category"]
+        if c["coding"][0]["system"] == f"{CANON}/CodeSystem/oud-pathway-flag"
+    }
     assert ("return-to-use" in flags) == expect.get("returnToUse", "return-to-use" in flags)
     assert ("suspected-oud" in flags) == expect.get("suspectedOud", "suspected-oud" in flags)
     suitability = {
         a["detail"]["productCodeableConcept"]["text"]: a["detail"]["extension"][0]["valueCode"]
-        for a in careplan["activity"] if "detail" in a}
+        for a in careplan["activity"]
+        if "detail" in a
+    }
     for name, status in expect.get("medications", {}).items():
         assert suitability[name] == status
     codes = {t["code"]["coding"][0]["code"] for t in tasks}
@@ -67,8 +75,7 @@ def test_apply_every_scenario(client: FlaskClient, path: Path) -> None:
     urls = {e["fullUrl"] for e in out["entry"][1:]}
     assert {a["reference"]["reference"] for a in careplan["activity"] if "reference" in a} == urls
     assert all(t["basedOn"][0]["reference"] == out["entry"][0]["fullUrl"] for t in tasks)
-    assert all(t["identifier"][0]["value"] == f"p1:{t['code']['coding'][0]['code']}"
-               for t in tasks)
+    assert all(t["identifier"][0]["value"] == f"p1:{t['code']['coding'][0]['code']}" for t in tasks)
 
 
 def test_careplan_shape_and_narrative(client: FlaskClient) -> None:
@@ -84,9 +91,11 @@ def test_careplan_shape_and_narrative(client: FlaskClient) -> None:
     assert "Return to use" in div or "return to use" in div
     assert "Observation/obs-3" in div and "2024-11-15" in div  # evidence with its date
     assert {"reference": "Observation/obs-3"} in cp["supportingInfo"]
-    naltrexone = next(a["detail"] for a in cp["activity"]
-                      if a.get("detail", {}).get("productCodeableConcept", {}).get("text")
-                      == "naltrexone")
+    naltrexone = next(
+        a["detail"]
+        for a in cp["activity"]
+        if a.get("detail", {}).get("productCodeableConcept", {}).get("text") == "naltrexone"
+    )
     assert naltrexone["doNotPerform"] is True
     assert naltrexone["productCodeableConcept"]["coding"][0]["code"] == "7243"
 
@@ -116,13 +125,13 @@ def test_default_as_of_is_now(client: FlaskClient) -> None:
         (b'{"resourceType": "Patient"}', 400, ("resourceType", "Parameters")),
         (b'{"resourceType": "Parameters"}', 400, ("parameter",)),
         (b'{"resourceType": "Parameters", "parameter": "x"}', 400, ("parameter",)),
-        (b'{"resourceType": "Parameters", "parameter": [{"valueString": "x"}]}', 400,
-         ("name",)),
+        (b'{"resourceType": "Parameters", "parameter": [{"valueString": "x"}]}', 400, ("name",)),
         (b'{"resourceType": "Parameters", "parameter": []}', 400, ("subject",)),
     ],
 )
-def test_malformed_bodies(client: FlaskClient, raw: bytes, status: int,
-                          words: tuple[str, ...]) -> None:
+def test_malformed_bodies(
+    client: FlaskClient, raw: bytes, status: int, words: tuple[str, ...]
+) -> None:
     assert_outcome(post(client, raw), status, *words)
 
 
@@ -132,45 +141,99 @@ def test_malformed_bodies(client: FlaskClient, raw: bytes, status: int,
         ([{"name": "subject", "valueString": "p1"}], ("Patient/{id}",)),
         ([{"name": "subject", "valueString": "Patient/"}], ("Patient/{id}",)),
         ([{"name": "subject", "valueString": "Patient/a/b"}], ("Patient/{id}",)),
-        ([{"name": "subject", "valueString": "Patient/p1"},
-          {"name": "subject", "valueString": "Patient/p2"}], ("exactly one",)),
+        (
+            [
+                {"name": "subject", "valueString": "Patient/p1"},
+                {"name": "subject", "valueString": "Patient/p2"},
+            ],
+            ("exactly one",),
+        ),
         ([{"name": "subject", "valueInteger": 3}], ("subject",)),
-        ([{"name": "subject", "valueString": "Patient/p1"},
-          {"name": "data", "resource": {"resourceType": "Patient", "id": "p1"}}],
-         ("Bundle", "Patient")),
+        (
+            [
+                {"name": "subject", "valueString": "Patient/p1"},
+                {"name": "data", "resource": {"resourceType": "Patient", "id": "p1"}},
+            ],
+            ("Bundle", "Patient"),
+        ),
         ([{"name": "subject", "valueString": "Patient/p1"}, {"name": "data"}], ("Bundle",)),
-        ([{"name": "subject", "valueString": "Patient/p1"},
-          {"name": "data", "resource": {"resourceType": "Bundle", "entry": {}}}], ("entry",)),
-        ([{"name": "subject", "valueString": "Patient/p1"},
-          {"name": "data", "resource": {"resourceType": "Bundle"}},
-          {"name": "asOf", "valueDateTime": "2025-06-15"}], ("time zone",)),
-        ([{"name": "subject", "valueString": "Patient/p1"},
-          {"name": "data", "resource": {"resourceType": "Bundle"}},
-          {"name": "asOf", "valueDateTime": "next tuesday"}], ("asOf",)),
-        ([{"name": "subject", "valueString": "Patient/p1"},
-          {"name": "data", "resource": {"resourceType": "Bundle"}},
-          {"name": "asOf", "valueString": "2025-06-15T00:00:00Z"}], ("asOf",)),
+        (
+            [
+                {"name": "subject", "valueString": "Patient/p1"},
+                {"name": "data", "resource": {"resourceType": "Bundle", "entry": {}}},
+            ],
+            ("entry",),
+        ),
+        (
+            [
+                {"name": "subject", "valueString": "Patient/p1"},
+                {"name": "data", "resource": {"resourceType": "Bundle"}},
+                {"name": "asOf", "valueDateTime": "2025-06-15"},
+            ],
+            ("time zone",),
+        ),
+        (
+            [
+                {"name": "subject", "valueString": "Patient/p1"},
+                {"name": "data", "resource": {"resourceType": "Bundle"}},
+                {"name": "asOf", "valueDateTime": "next tuesday"},
+            ],
+            ("asOf",),
+        ),
+        (
+            [
+                {"name": "subject", "valueString": "Patient/p1"},
+                {"name": "data", "resource": {"resourceType": "Bundle"}},
+                {"name": "asOf", "valueString": "2025-06-15T00:00:00Z"},
+            ],
+            ("asOf",),
+        ),
         ([{"name": "subject", "valueString": "Patient/p1"}], ("PATHWAY_FHIR_BASE_URL",)),
-        ([{"name": "subject", "valueString": "Patient/p9"},
-          {"name": "data", "resource": bundle(patient("p1"), condition())}],
-         ("Patient/p9",)),
+        (
+            [
+                {"name": "subject", "valueString": "Patient/p9"},
+                {"name": "data", "resource": bundle(patient("p1"), condition())},
+            ],
+            ("Patient/p9",),
+        ),
     ],
 )
-def test_bad_parameters(client: FlaskClient, params: list[dict[str, Any]],
-                        words: tuple[str, ...]) -> None:
-    assert_outcome(post(client, {"resourceType": "Parameters", "parameter": params}), 400,
-                   *words)
+def test_bad_parameters(
+    client: FlaskClient, params: list[dict[str, Any]], words: tuple[str, ...]
+) -> None:
+    assert_outcome(post(client, {"resourceType": "Parameters", "parameter": params}), 400, *words)
 
 
 def test_wrong_resource_types_inside_data_are_ignored_not_fatal(client: FlaskClient) -> None:
-    weird = [{"resourceType": "Basic", "id": "b"}, {"resourceType": 42}, {"no": "type"}, "text",
-             {"resourceType": "Observation", "id": "o", "code": "not-an-object",
-              "valueString": ["x"], "subject": {"reference": "Patient/p1"}},
-             {"resourceType": "MedicationRequest", "id": "m", "status": 7,
-              "medicationCodeableConcept": [], "authoredOn": {"x": 1}}]
-    data = {"resourceType": "Bundle", "type": "collection",
-            "entry": [{"resource": patient()}, {"resource": condition()},
-                      *({"resource": w} for w in weird)]}
+    weird = [
+        {"resourceType": "Basic", "id": "b"},
+        {"resourceType": 42},
+        {"no": "type"},
+        "text",
+        {
+            "resourceType": "Observation",
+            "id": "o",
+            "code": "not-an-object",
+            "valueString": ["x"],
+            "subject": {"reference": "Patient/p1"},
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "id": "m",
+            "status": 7,
+            "medicationCodeableConcept": [],
+            "authoredOn": {"x": 1},
+        },
+    ]
+    data = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": patient()},
+            {"resource": condition()},
+            *({"resource": w} for w in weird),
+        ],
+    }
     resp = post(client, apply_parameters(data))
     assert resp.status_code == 200
     assert resp.get_json()["entry"][0]["resource"]["resourceType"] == "CarePlan"
@@ -182,8 +245,9 @@ def test_body_too_large_is_413(client: FlaskClient) -> None:
 
 
 def test_not_json_content_type_is_415(client: FlaskClient) -> None:
-    assert_outcome(post(client, b"<Parameters/>", content_type="application/fhir+xml"), 415,
-                   "not JSON")
+    assert_outcome(
+        post(client, b"<Parameters/>", content_type="application/fhir+xml"), 415, "not JSON"
+    )
 
 
 def test_get_on_apply_is_405(client: FlaskClient) -> None:
@@ -198,10 +262,17 @@ def test_not_applicable_bundle_holds_only_an_outcome(client: FlaskClient) -> Non
 
 
 def test_apply_writes_an_audit_row_without_the_patient_id(client: FlaskClient, app: Any) -> None:
-    post(client, apply_parameters(bundle(patient("secret-id"), condition(pid="secret-id"),
-                                         med(BUP_NALOXONE_FILM, authored=day_ago(3),
-                                             pid="secret-id")),
-                                  subject="Patient/secret-id"))
+    post(
+        client,
+        apply_parameters(
+            bundle(
+                patient("secret-id"),
+                condition(pid="secret-id"),
+                med(BUP_NALOXONE_FILM, authored=day_ago(3), pid="secret-id"),
+            ),
+            subject="Patient/secret-id",
+        ),
+    )
     from sqlalchemy import select
 
     from pathway.store.db import audit
@@ -228,10 +299,17 @@ def test_metadata(client: FlaskClient) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["PlanDefinition/oud-care-pathway", "StructureDefinition/oud-pathway-careplan",
-     "StructureDefinition/oud-pathway-task", "StructureDefinition/medication-suitability",
-     "CodeSystem/oud-pathway-phase", "CodeSystem/oud-pathway-action", "ValueSet/naloxone-rescue",
-     "ValueSet/oud-pathway-phase", "ValueSet/uds-fentanyl"],
+    [
+        "PlanDefinition/oud-care-pathway",
+        "StructureDefinition/oud-pathway-careplan",
+        "StructureDefinition/oud-pathway-task",
+        "StructureDefinition/medication-suitability",
+        "CodeSystem/oud-pathway-phase",
+        "CodeSystem/oud-pathway-action",
+        "ValueSet/naloxone-rescue",
+        "ValueSet/oud-pathway-phase",
+        "ValueSet/uds-fentanyl",
+    ],
 )
 def test_conformance_reads(client: FlaskClient, path: str) -> None:
     resp = client.get(f"/fhir/{path}")

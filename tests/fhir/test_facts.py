@@ -43,20 +43,41 @@ def read(reader: FactReader, *items: Any, pid: str | None = None) -> Any:
 @pytest.mark.parametrize(
     ("value", "earliest", "latest", "precision"),
     [
-        ("2025", datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 12, 31, 23, 59, 59, 999999,
-                                                            tzinfo=UTC), "year"),
-        ("2024-02", datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 2, 29, 23, 59, 59, 999999,
-                                                               tzinfo=UTC), "month"),
-        ("2025-06-15", datetime(2025, 6, 15, tzinfo=UTC),
-         datetime(2025, 6, 15, 23, 59, 59, 999999, tzinfo=UTC), "day"),
-        ("2025-06-15T10:00:00+02:00", datetime(2025, 6, 15, 8, tzinfo=UTC),
-         datetime(2025, 6, 15, 8, tzinfo=UTC), "instant"),
-        ("2025-06-15T10:00:00Z", datetime(2025, 6, 15, 10, tzinfo=UTC),
-         datetime(2025, 6, 15, 10, tzinfo=UTC), "instant"),
+        (
+            "2025",
+            datetime(2025, 1, 1, tzinfo=UTC),
+            datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            "year",
+        ),
+        (
+            "2024-02",
+            datetime(2024, 2, 1, tzinfo=UTC),
+            datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+            "month",
+        ),
+        (
+            "2025-06-15",
+            datetime(2025, 6, 15, tzinfo=UTC),
+            datetime(2025, 6, 15, 23, 59, 59, 999999, tzinfo=UTC),
+            "day",
+        ),
+        (
+            "2025-06-15T10:00:00+02:00",
+            datetime(2025, 6, 15, 8, tzinfo=UTC),
+            datetime(2025, 6, 15, 8, tzinfo=UTC),
+            "instant",
+        ),
+        (
+            "2025-06-15T10:00:00Z",
+            datetime(2025, 6, 15, 10, tzinfo=UTC),
+            datetime(2025, 6, 15, 10, tzinfo=UTC),
+            "instant",
+        ),
     ],
 )
-def test_partial_dates_become_ranges(value: str, earliest: datetime, latest: datetime,
-                                     precision: str) -> None:
+def test_partial_dates_become_ranges(
+    value: str, earliest: datetime, latest: datetime, precision: str
+) -> None:
     w = parse_when(value)
     assert w is not None
     assert (w.earliest, w.latest, w.precision) == (earliest, latest, precision)
@@ -84,16 +105,23 @@ def test_unreadable_dates_are_unknown(value: Any) -> None:
         ({"valueString": "none detected"}, Result.NEGATIVE),
         ({"valueString": "see note"}, Result.UNKNOWN),
         ({"valueString": "inconclusive"}, Result.UNKNOWN),
-        ({"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "10828004"}]}},
-         Result.POSITIVE),
-        ({"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "260385009"}]}},
-         Result.NEGATIVE),
-        ({"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA6576-8"}]}},
-         Result.POSITIVE),
-        ({"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA6577-6"}]}},
-         Result.NEGATIVE),
-        ({"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "123"}]}},
-         Result.UNKNOWN),
+        (
+            {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "10828004"}]}},
+            Result.POSITIVE,
+        ),
+        (
+            {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "260385009"}]}},
+            Result.NEGATIVE,
+        ),
+        (
+            {"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA6576-8"}]}},
+            Result.POSITIVE,
+        ),
+        (
+            {"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA6577-6"}]}},
+            Result.NEGATIVE,
+        ),
+        ({"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "123"}]}}, Result.UNKNOWN),
         ({"interpretation": [{"coding": [{"code": "POS"}]}]}, Result.POSITIVE),
         ({"interpretation": [{"coding": [{"code": "NEG"}]}]}, Result.NEGATIVE),
         ({"interpretation": [{"coding": [{"code": "A"}]}]}, Result.POSITIVE),
@@ -101,12 +129,12 @@ def test_unreadable_dates_are_unknown(value: Any) -> None:
         ({}, Result.UNKNOWN),
         ({"valueQuantity": {"value": 300, "unit": "ng/mL"}}, Result.UNKNOWN),
         # value and interpretation disagree: unknown, never negative
-        ({"valueString": "neg", "interpretation": [{"coding": [{"code": "POS"}]}]},
-         Result.UNKNOWN),
+        ({"valueString": "neg", "interpretation": [{"coding": [{"code": "POS"}]}]}, Result.UNKNOWN),
     ],
 )
-def test_every_drug_screen_result_form(reader: FactReader, value: dict[str, Any],
-                                       expected: Result) -> None:
+def test_every_drug_screen_result_form(
+    reader: FactReader, value: dict[str, Any], expected: Result
+) -> None:
     r = read(reader, patient(), lab("59673-4", day_ago(1), **value))
     (screen,) = r.facts.screens
     assert screen.analyte == "fentanyl"
@@ -125,12 +153,18 @@ def test_unreadable_result_is_noted_not_negative(reader: FactReader) -> None:
 def test_bare_resources_bundle_entries_searchsets_and_outcomes(reader: FactReader) -> None:
     c = condition()
     m = med(BUP_NALOXONE_FILM, authored=day_ago(3))
-    searchset = {"resourceType": "Bundle", "type": "searchset",
-                 "entry": [{"fullUrl": "x", "resource": m}]}
+    searchset = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"fullUrl": "x", "resource": m}],
+    }
     entry = {"fullUrl": "https://ehr/fhir/Condition/c", "resource": c}
-    outcome = {"resourceType": "OperationOutcome",
-               "issue": [{"severity": "warning", "code": "processing",
-                          "diagnostics": "some results withheld"}]}
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": "warning", "code": "processing", "diagnostics": "some results withheld"}
+        ],
+    }
     r = read(reader, patient(), entry, searchset, outcome, None, 5)
     assert [c.ref for c in r.facts.conditions] == [f"Condition/{c['id']}"]
     assert [o.groups for o in r.facts.orders] == [frozenset({"buprenorphine-oud"})]
@@ -139,8 +173,7 @@ def test_bare_resources_bundle_entries_searchsets_and_outcomes(reader: FactReade
 
 
 def test_resources_of_other_patients_are_not_read(reader: FactReader) -> None:
-    r = read(reader, patient("p1"), condition(pid="p1"), condition(pid="someone-else"),
-             pid="p1")
+    r = read(reader, patient("p1"), condition(pid="p1"), condition(pid="someone-else"), pid="p1")
     assert len(r.facts.conditions) == 1
 
 
@@ -150,10 +183,15 @@ def test_absolute_and_urn_subject_references(reader: FactReader) -> None:
     c1["subject"] = {"reference": "https://ehr.example.org/fhir/Patient/p1"}
     c2 = condition()
     c2["subject"] = {"reference": "urn:uuid:1234"}
-    data = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:1234", "resource": p},
-        {"fullUrl": "urn:uuid:a", "resource": c1},
-        {"fullUrl": "urn:uuid:b", "resource": c2}]}
+    data = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:1234", "resource": p},
+            {"fullUrl": "urn:uuid:a", "resource": c1},
+            {"fullUrl": "urn:uuid:b", "resource": c2},
+        ],
+    }
     assert len(reader.read(flatten(data)).facts.conditions) == 2
 
 
@@ -177,8 +215,11 @@ def test_patient_missing_but_referenced_reads_with_a_note(reader: FactReader) ->
 
 
 def _medication(mid: str, code: str, text: str) -> dict[str, Any]:
-    return {"resourceType": "Medication", "id": mid,
-            "code": {"coding": [{"system": RXNORM, "code": code}], "text": text}}
+    return {
+        "resourceType": "Medication",
+        "id": mid,
+        "code": {"coding": [{"system": RXNORM, "code": code}], "text": text},
+    }
 
 
 def _by_reference(reference: str) -> dict[str, Any]:
@@ -189,8 +230,9 @@ def _by_reference(reference: str) -> dict[str, Any]:
 
 
 def test_medication_reference_in_the_data(reader: FactReader) -> None:
-    r = read(reader, patient(), _medication("m1", "351267", "naloxone"),
-             _by_reference("Medication/m1"))
+    r = read(
+        reader, patient(), _medication("m1", "351267", "naloxone"), _by_reference("Medication/m1")
+    )
     # The trap: a Medication *named* naloxone that is buprenorphine/naloxone.
     assert r.facts.orders[0].groups == frozenset({"buprenorphine-oud"})
 
@@ -202,8 +244,12 @@ def test_medication_reference_contained(reader: FactReader) -> None:
 
 
 def test_medication_reference_absolute_url(reader: FactReader) -> None:
-    r = read(reader, patient(), _medication("m2", "864706", "methadone"),
-             _by_reference("https://ehr.example.org/fhir/Medication/m2"))
+    r = read(
+        reader,
+        patient(),
+        _medication("m2", "864706", "methadone"),
+        _by_reference("https://ehr.example.org/fhir/Medication/m2"),
+    )
     assert r.facts.orders[0].groups == frozenset({"methadone"})
 
 
@@ -237,34 +283,59 @@ def test_reason_code_and_reason_reference(reader: FactReader) -> None:
 
 
 def test_values_as_quantity_or_integer_and_reference_range(reader: FactReader) -> None:
-    alt = lab("1742-6", day_ago(1), valueQuantity={"value": 80, "unit": "U/L"},
-              referenceRange=[{"high": {"value": 35}}])
-    cows_q = {"resourceType": "Observation", "id": "cq", "status": "final",
-              "code": {"coding": [{"system": f"{CANON}/CodeSystem/oud-observation",
-                                   "code": "cows-total"}]},
-              "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day_ago(0),
-              "valueQuantity": {"value": 9}}
+    alt = lab(
+        "1742-6",
+        day_ago(1),
+        valueQuantity={"value": 80, "unit": "U/L"},
+        referenceRange=[{"high": {"value": 35}}],
+    )
+    cows_q = {
+        "resourceType": "Observation",
+        "id": "cq",
+        "status": "final",
+        "code": {
+            "coding": [{"system": f"{CANON}/CodeSystem/oud-observation", "code": "cows-total"}]
+        },
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": day_ago(0),
+        "valueQuantity": {"value": 9},
+    }
     ms = {m.kind: m for m in read(reader, patient(), alt, cows_q).facts.measurements}
     assert ms["alt"].value == 80 and ms["alt"].upper_limit == 35
     assert ms["cows"].value == 9
 
 
 def test_out_of_range_cows_is_ignored_with_a_note(reader: FactReader) -> None:
-    bad = {"resourceType": "Observation", "id": "c", "status": "final",
-           "code": {"coding": [{"system": f"{CANON}/CodeSystem/oud-observation",
-                                "code": "cows-total"}]},
-           "effectiveDateTime": day_ago(0), "valueInteger": 99}
+    bad = {
+        "resourceType": "Observation",
+        "id": "c",
+        "status": "final",
+        "code": {
+            "coding": [{"system": f"{CANON}/CodeSystem/oud-observation", "code": "cows-total"}]
+        },
+        "effectiveDateTime": day_ago(0),
+        "valueInteger": 99,
+    }
     r = read(reader, patient(), bad)
     assert r.facts.measurements == ()
     assert any("outside 0-48" in n for n in r.notes)
 
 
 def test_blood_pressure_panel_component(reader: FactReader) -> None:
-    panel = lab("85354-9", day_ago(0), component=[
-        {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
-         "valueQuantity": {"value": 85, "unit": "mm[Hg]"}},
-        {"code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
-         "valueQuantity": {"value": 50, "unit": "mm[Hg]"}}])
+    panel = lab(
+        "85354-9",
+        day_ago(0),
+        component=[
+            {
+                "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+                "valueQuantity": {"value": 85, "unit": "mm[Hg]"},
+            },
+            {
+                "code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+                "valueQuantity": {"value": 50, "unit": "mm[Hg]"},
+            },
+        ],
+    )
     (sbp,) = read(reader, patient(), panel).facts.measurements
     assert (sbp.kind, sbp.value) == ("sbp", 85)
 
@@ -280,14 +351,17 @@ def test_site_alias_for_cows(evaluator: Evaluator, config: Any) -> None:
     from pathway.config import LocalAlias
 
     aliased = replace(config, aliases=(LocalAlias("http://loinc.org", "X-COWS", "cows-total"),))
-    r = FactReader(aliased).read(flatten([patient(), lab("X-COWS", day_ago(0),
-                                                         valueInteger=12)]))
+    r = FactReader(aliased).read(flatten([patient(), lab("X-COWS", day_ago(0), valueInteger=12)]))
     assert [(m.kind, m.value) for m in r.facts.measurements] == [("cows", 12)]
 
 
 def test_refuted_condition_counts_as_nothing(reader: FactReader) -> None:
-    r = read(reader, patient(), condition(verification="refuted"),
-             condition(verification="entered-in-error"))
+    r = read(
+        reader,
+        patient(),
+        condition(verification="refuted"),
+        condition(verification="entered-in-error"),
+    )
     assert r.facts.conditions == ()
 
 
@@ -296,14 +370,23 @@ def test_condition_date_is_recorded_else_onset(reader: FactReader) -> None:
     c["onsetDateTime"] = "2025-06-01"
     c2 = condition(recorded="2025-06-10")
     c2["onsetDateTime"] = "2020-01-01"
-    whens = sorted(x.when.earliest.date().isoformat() for x in
-                   read(reader, patient(), c, c2).facts.conditions)
+    whens = sorted(
+        x.when.earliest.date().isoformat() for x in read(reader, patient(), c, c2).facts.conditions
+    )
     assert whens == ["2025-06-01", "2025-06-10"]
 
 
 def test_snomed_oud_and_pregnancy_codes(reader: FactReader) -> None:
-    tags = [c.tags for c in read(reader, patient(), condition("5602001", SNOMED),
-                                 condition("Z34.80"), condition("O99.321")).facts.conditions]
+    tags = [
+        c.tags
+        for c in read(
+            reader,
+            patient(),
+            condition("5602001", SNOMED),
+            condition("Z34.80"),
+            condition("O99.321"),
+        ).facts.conditions
+    ]
     assert "oud" in tags[0]
     assert "pregnancy" in tags[1] and "pregnancy" in tags[2]
     # O99.32x is "drug use complicating pregnancy": pregnancy, not (by code) OUD
