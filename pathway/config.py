@@ -266,6 +266,9 @@ class ValueSetCodes:
     includes: tuple[str, ...]  # urls of included value sets
 
 
+_EMPTY: frozenset[str] = frozenset()
+
+
 class Terminology:
     """(system, code) -> the ids of our value sets that hold it. Built once; lookups cached."""
 
@@ -305,12 +308,14 @@ class Terminology:
         return result
 
     def groups(self, codings: Iterable[Any]) -> frozenset[str]:
-        out: frozenset[str] = frozenset()
+        out: frozenset[str] = _EMPTY
         for c in codings:
             if isinstance(c, dict):
                 system, code = c.get("system"), c.get("code")
                 if isinstance(system, str) and isinstance(code, str):
-                    out = out | self.lookup(system, code.strip())
+                    hit = self.lookup(system, code.strip())
+                    if hit:
+                        out = hit if not out else out | hit
         return out
 
 

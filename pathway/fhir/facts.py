@@ -73,6 +73,7 @@ MEDICATION_GROUPS = frozenset(
         "clonidine",
     }
 )
+REFERENCED_TYPES = frozenset({"Medication", "Condition", "Patient"})
 IGNORED_REQUEST_STATUSES = frozenset({"cancelled", "entered-in-error"})
 IGNORED_OBSERVATION_STATUSES = frozenset({"cancelled", "entered-in-error"})
 IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
@@ -280,8 +281,11 @@ class FactReader:
         by_key: dict[str, dict[str, Any]] = {}
         patients: list[tuple[dict[str, Any], str | None]] = []
         for res, url in flat.resources:
-            for key in reference_keys(res, url):
-                by_key.setdefault(key, res)
+            # Only what other resources point at needs an index (medicationReference,
+            # reasonReference, subject).
+            if res.get("resourceType") in REFERENCED_TYPES:
+                for key in reference_keys(res, url):
+                    by_key.setdefault(key, res)
             if res.get("resourceType") == "Patient":
                 patients.append((res, url))
 
@@ -501,14 +505,16 @@ class FactReader:
         if res.get("status") in IGNORED_OBSERVATION_STATUSES:
             return
         codings = _codings(res.get("code"))
+        own = self._own_code(codings)
+        groups = frozenset() if own is not None else self.t.groups(codings)
+        if own is None and not groups and not res.get("component"):
+            return  # not an observation the pathway uses: no need to read its dates
         when = _first_when(res.get("effectiveDateTime"), res.get("effectiveInstant"))
         if when is None:
             when = _period_when(res.get("effectivePeriod")) or parse_when(res.get("issued"))
-        own = self._own_code(codings)
         if own is not None:
             self._own_observation(own, res, ref, when, measurements, uses, stages, notes)
             return
-        groups = self.t.groups(codings)
         for g in groups:
             analyte = ANALYTE_OF.get(g)
             if analyte is not None:

@@ -77,10 +77,10 @@ class Findings:
         return [o for o in self.active_orders if o.groups & frozenset(groups)]
 
     def screens_within(self, days: int) -> list[DrugScreen]:
-        return [s for s in self.screens if timing.may_be_within_days(s.when, self.as_of, days)]
+        return _newest_within(self.screens, self.as_of, days)
 
     def illicit_within(self, days: int) -> list[DrugScreen]:
-        return [s for s in self.illicit if timing.may_be_within_days(s.when, self.as_of, days)]
+        return _newest_within(self.illicit, self.as_of, days)
 
 
 def _newest_first(items: list[T], when_of: Callable[[T], When | None]) -> list[T]:
@@ -136,9 +136,16 @@ def _severity(
     return None, None
 
 
-def _explained(screen: DrugScreen, active: list[MedicationOrder], cfg: PathwayConfig) -> bool:
-    groups = cfg.drug_groups.explained_by.get(screen.analyte, ())
-    return any(o.groups & frozenset(groups) for o in active)
+def _newest_within(screens: tuple[DrugScreen, ...], as_of: datetime, days: int) -> list[DrugScreen]:
+    """Screens (newest first) that may fall in the last `days` days; stops at the first older one."""
+    out: list[DrugScreen] = []
+    oldest = as_of.date() - timedelta(days=days)
+    for s in screens:
+        if s.when is None or s.when.latest.date() < oldest:
+            break  # sorted newest first: the rest are older (unknown dates sort last)
+        if timing.may_be_within_days(s.when, as_of, days):
+            out.append(s)
+    return out
 
 
 def _episode(
@@ -246,15 +253,18 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
         )
     )
     opioid_analytes = frozenset(cfg.drug_groups.opioid_analytes)
+    active_groups = frozenset(g for o in active_orders for g in o.groups)
+    explained = {
+        analyte
+        for analyte, groups in cfg.drug_groups.explained_by.items()
+        if active_groups & frozenset(groups)
+    }
     illicit = tuple(
         s
         for s in screens
         if s.result is Result.POSITIVE
         and s.analyte in opioid_analytes
-        and (
-            s.analyte in cfg.drug_groups.always_illicit_analytes
-            or not _explained(s, list(active_orders), cfg)
-        )
+        and (s.analyte in cfg.drug_groups.always_illicit_analytes or s.analyte not in explained)
     )
 
     # --- withdrawal (rule 3a as §8 defines it)

@@ -9,7 +9,7 @@ is inside (used for findings that reassure).
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from pathway.rules.model import When
 
@@ -55,10 +55,14 @@ def days_before(when: When, as_of: datetime) -> int:
     return (_day(as_of) - _day(when.latest)).days
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
 def sort_key(when: When | None) -> tuple[datetime, datetime]:
+    """Newest by latest possible instant, then by earliest; unknown dates sort oldest."""
     if when is None:
-        return (datetime.min.replace(tzinfo=None), datetime.min.replace(tzinfo=None))
-    return (when.latest.replace(tzinfo=None), when.earliest.replace(tzinfo=None))
+        return (_NEVER, _NEVER)
+    return (when.latest, when.earliest)
 
 
 def describe(when: When | None) -> str:
