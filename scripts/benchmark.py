@@ -25,8 +25,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pathway.config import load_config  # noqa: E402
-from pathway.evaluation import Evaluator  # noqa: E402
+from pathway.config import load_config
+from pathway.evaluation import Evaluator
 
 AS_OF = datetime(2025, 6, 15, 12, tzinfo=UTC)
 CANON = "https://oud-pathway.github.io/fhir"

@@ -137,7 +137,7 @@ def _severity(
 
 
 def _newest_within(screens: tuple[DrugScreen, ...], as_of: datetime, days: int) -> list[DrugScreen]:
-    """Screens (newest first) that may fall in the last `days` days; stops at the first older one."""
+    """Screens (newest first) that may be in the last `days` days; stops at the first older."""
     out: list[DrugScreen] = []
     oldest = as_of.date() - timedelta(days=days)
     for s in screens:
