@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` starts the service, `make test` runs every check.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup run test lint types pytest bench clean
+
+$(BIN)/pathway: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+setup: $(BIN)/pathway
+
+# Development server on the embedded default (SQLite under ./var). Caller authentication is
+# switched off explicitly here (a loud warning is logged): never run this way with patient data.
+run: setup
+	PATHWAY_AUTH_MODE=$${PATHWAY_AUTH_MODE:-off} $(BIN)/pathway serve
+
+# Lint, format check, types and the whole test suite: the same command CI runs.
+test: setup lint types pytest
+
+lint:
+	$(BIN)/ruff check pathway tests scripts wsgi.py
+	$(BIN)/ruff format --check pathway tests scripts wsgi.py
+
+types:
+	$(BIN)/mypy pathway tests wsgi.py
+
+pytest:
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
