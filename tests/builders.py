@@ -212,3 +212,82 @@ def apply_parameters(
             {"name": "asOf", "valueDateTime": as_of if isinstance(as_of, str) else iso(as_of)}
         )
     return {"resourceType": "Parameters", "parameter": params}
+
+
+# ----------------------------------------------------------------------------------------------
+# Added for tests/rules (appended only; the builders above are unchanged).
+
+
+def oud_condition(recorded: str | None = "2024-01-10", status: str | None = "active",
+                  code: str = "F11.20", system: str = ICD10, pid: str = "p1") -> dict[str, Any]:
+    """An OUD Condition (default: F11.20, active, recorded long before AS_OF)."""
+    return condition(code, system, status=status, recorded=recorded, pid=pid)
+
+
+def with_onset(resource: dict[str, Any], onset: str) -> dict[str, Any]:
+    """The same Condition with an onsetDateTime."""
+    return {**resource, "onsetDateTime": onset}
+
+
+def medication(code: str, text: str | None = None, system: str = RXNORM) -> dict[str, Any]:
+    """A Medication resource (code.text may lie about what it is)."""
+    concept: dict[str, Any] = {"coding": [{"system": system, "code": code}]}
+    if text:
+        concept["text"] = text
+    return {"resourceType": "Medication", "id": _id("med"), "code": concept}
+
+
+def med_ref(target: dict[str, Any], status: str = "active", authored: str | None = None,
+            contained: bool = False, reason: tuple[str, str] | None = None,
+            pid: str = "p1") -> dict[str, Any]:
+    """A MedicationRequest naming its drug by medicationReference (contained or in the data)."""
+    r: dict[str, Any] = {"resourceType": "MedicationRequest", "id": _id("mr"), "status": status,
+                         "intent": "order", "subject": {"reference": f"Patient/{pid}"}}
+    if contained:
+        r["contained"] = [target]
+        r["medicationReference"] = {"reference": f"#{target['id']}"}
+    else:
+        r["medicationReference"] = {"reference": f"Medication/{target['id']}"}
+    if authored:
+        r["authoredOn"] = authored
+    if reason:
+        r["reasonCode"] = [{"coding": [{"system": reason[0], "code": reason[1]}]}]
+    return r
+
+
+def task(code: str, status: str = "completed", end: str | None = None,
+         last_modified: str | None = None, ours: bool = True, pid: str = "p1") -> dict[str, Any]:
+    """A Task of the pathway (identifier system {canon}/task) already in the EHR."""
+    r: dict[str, Any] = {
+        "resourceType": "Task", "id": _id("task"), "status": status, "intent": "order",
+        "code": {"coding": [{"system": f"{CANON}/CodeSystem/oud-pathway-action", "code": code}]},
+        "for": {"reference": f"Patient/{pid}"},
+    }
+    if ours:
+        r["identifier"] = [{"system": f"{CANON}/task", "value": r["id"]}]
+    if end:
+        r["executionPeriod"] = {"end": end}
+    if last_modified:
+        r["lastModified"] = last_modified
+    return r
+
+
+def coded(loinc: str, system: str, code: str, when: str, pid: str = "p1") -> dict[str, Any]:
+    """An Observation whose value is a coded answer (valueCodeableConcept)."""
+    return lab(loinc, when, pid, valueCodeableConcept={"coding": [{"system": system, "code": code}]})
+
+
+def interpreted(loinc: str, code: str, when: str, pid: str = "p1") -> dict[str, Any]:
+    """An Observation with no value, only an interpretation code (POS, NEG, A, N)."""
+    return lab(loinc, when, pid, interpretation=[{"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+        "code": code}]}])
+
+
+def birth_for_age(age: int, birthday_tomorrow: bool = False, as_of: datetime = AS_OF) -> str:
+    """A birthDate giving exactly `age` whole years at as_of: born on this day `age` years ago,
+    or (birthday_tomorrow) the oldest possible `age`-year-old, who turns age + 1 tomorrow."""
+    today = as_of.date()
+    if birthday_tomorrow:
+        return (today.replace(year=today.year - age - 1) + timedelta(days=1)).isoformat()
+    return today.replace(year=today.year - age).isoformat()
