@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from flask_cors import CORS
 
 from pathway.config import LoadedConfig
 from pathway.settings import Settings
@@ -44,6 +45,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             "!!! PATHWAY_AUTH_MODE=off: CDS and FHIR callers are NOT authenticated. "
             "Development only: never run this way with patient data. !!!"
         )
+    CORS(app, resources={r"/cds-services*": {"origins": "*"}},
+         allow_headers=["Authorization", "Content-Type"], max_age=600)
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(fhir_ops.bp)

@@ -402,6 +402,7 @@ class LoadedConfig:
     terminology: Terminology
     valuesets: dict[str, dict[str, Any]]  # id -> ValueSet JSON
     conformance: dict[str, dict[str, dict[str, Any]]]  # resourceType -> id -> resource
+    services: dict[str, Any]  # config/services.json: CDS Hooks discovery and card settings
 
 
 def _load_conformance(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -446,4 +447,42 @@ def load_config(
             "version",
             f"{cfg.version!r} differs from the PlanDefinition version {plan.get('version')!r}",
         )
-    return LoadedConfig(cfg, aliases, terminology, raw, conformance)
+    services = load_services(config_dir / "services.json")
+    return LoadedConfig(cfg, aliases, terminology, raw, conformance, services)
+
+
+SERVICE_HOOKS = {("oud-pathway", "patient-view"), ("oud-order-safety", "order-select"),
+                 ("oud-order-safety", "order-sign")}
+PREFETCH_KEYS = ("patient", "conditions", "observations", "medicationRequests", "carePlans",
+                 "tasks")
+
+
+def load_services(file: Path) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(file.read_bytes())
+    except FileNotFoundError as e:
+        raise ConfigError(file, "(file)", "not found") from e
+    except orjson.JSONDecodeError as e:
+        raise ConfigError(file, "(syntax)", str(e)) from e
+    services = doc.get("services") if isinstance(doc, dict) else None
+    if not isinstance(services, list):
+        raise ConfigError(file, "services", "expected a list")
+    seen = set()
+    for i, s in enumerate(services):
+        for key in ("id", "hook", "title", "description"):
+            if not isinstance(s.get(key), str) or not s[key]:
+                raise ConfigError(file, f"services[{i}].{key}", "missing")
+        seen.add((s["id"], s["hook"]))
+        prefetch = s.get("prefetch")
+        if not isinstance(prefetch, dict):
+            raise ConfigError(file, f"services[{i}].prefetch", "missing")
+        for key in PREFETCH_KEYS:
+            if not isinstance(prefetch.get(key), str):
+                raise ConfigError(file, f"services[{i}].prefetch.{key}", "missing")
+    for pair in SERVICE_HOOKS - seen:
+        raise ConfigError(file, "services", f"no service {pair[0]} for hook {pair[1]}")
+    cards = doc.get("cards")
+    for key in ("source", "overrideReasonSystem", "overrideReasons", "naloxoneOrder"):
+        if not isinstance(cards, dict) or key not in cards:
+            raise ConfigError(file, f"cards.{key}", "missing")
+    return dict(doc)

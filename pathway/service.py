@@ -4,42 +4,22 @@ store. Flask keeps one of these in `app.extensions["pathway"]`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from pathway.api.errors import ApiError
+from pathway.cards import CardBuilder, CardSettings
 from pathway.config import LoadedConfig, load_config
 from pathway.evaluation import Evaluator
 from pathway.fhir.client import FhirClient, FhirError, FhirNotFound
+from pathway.fhir.prefetch import render
+from pathway.metrics import Metrics
 from pathway.rules.model import Decision
 from pathway.settings import Settings
 from pathway.store.db import Store
 
 log = logging.getLogger("pathway.service")
-
-
-def patient_queries(canonical: str, patient_id: str) -> dict[str, tuple[str, dict[str, str]]]:
-    """The searches that read one patient's pathway data (the same keys as the prefetch)."""
-    return {
-        "conditions": ("Condition", {"patient": patient_id, "_count": "200"}),
-        "observations": ("Observation", {"patient": patient_id, "_count": "500"}),
-        "medicationRequests": (
-            "MedicationRequest",
-            {"patient": patient_id, "_include": "MedicationRequest:medication", "_count": "200"},
-        ),
-        "carePlans": (
-            "CarePlan",
-            {"patient": patient_id, "identifier": f"{canonical}/careplan|{patient_id}"},
-        ),
-        "tasks": (
-            "Task",
-            {
-                "patient": patient_id,
-                "_count": "200",
-                "code": f"{canonical}/CodeSystem/oud-pathway-action|",
-            },
-        ),
-    }
 
 
 class Service:
@@ -51,6 +31,11 @@ class Service:
         self.evaluator = Evaluator(self.config)
         self.store = store or Store(settings.database_url)
         self.started_at = datetime.now(UTC)
+        self.cards = CardBuilder(CardSettings.from_services(self.config.services),
+                                 self.evaluator.writer)
+        self.metrics = Metrics()
+        # The clock is an edge concern: the rules get `as_of`; tests freeze this.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def fhir_client(self, base_url: str, token: str | None = None) -> FhirClient:
         return FhirClient(base_url, token=token, timeout=self.settings.http_timeout_seconds)
@@ -90,6 +75,9 @@ class Service:
                 "transient",
             ) from e
         return list(found.values())
+
+    def metrics_decision(self, service_id: str, phase: str) -> None:
+        self.metrics.decisions.labels(service_id, phase).inc()
 
     def record_decision(self, decision: Decision, action: str) -> None:
         self.store.add_audit(

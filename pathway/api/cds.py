@@ -1,7 +1,185 @@
-"""CDS Hooks endpoints (CONTRACT.md §1)."""
+"""CDS Hooks endpoints (CONTRACT.md §1): discovery, the two services, feedback."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import logging
+from typing import Any
 
+from flask import Blueprint, Response, current_app
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from pathway.api.auth import require_caller
+from pathway.api.errors import ApiError
+from pathway.api.jsonio import json_response, read_json_body
+from pathway.api.schemas import load_or_400
+from pathway.evaluation import evidence_dates
+from pathway.fhir.bundle import flatten
+from pathway.fhir.prefetch import resolve
+from pathway.service import Service
+
+log = logging.getLogger("pathway.cds")
 bp = Blueprint("cds", __name__)
+
+SERVICE_HOOKS = {"oud-pathway": ("patient-view",),
+                 "oud-order-safety": ("order-select", "order-sign")}
+
+
+class FhirAuthorizationSchema(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    access_token = fields.String(required=True, validate=validate.Length(min=1))
+    token_type = fields.String(required=True)
+    expires_in = fields.Integer()
+    scope = fields.String()
+    subject = fields.String()
+
+
+class HookRequestSchema(Schema):
+    class Meta:
+        unknown = INCLUDE  # tolerate fields of CDS Hooks 1.x and 3.0
+
+    hook = fields.String(required=True, validate=validate.Length(min=1))
+    hookInstance = fields.String(required=True, validate=validate.Length(min=1))
+    fhirServer = fields.Url(require_tld=False, schemes={"http", "https"})
+    fhirAuthorization = fields.Nested(FhirAuthorizationSchema, allow_none=True)
+    context = fields.Dict(required=True)
+    prefetch = fields.Dict(allow_none=True)
+
+    @validates_schema
+    def _auth_needs_server(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("fhirAuthorization") and not data.get("fhirServer"):
+            raise ValidationError("fhirAuthorization needs fhirServer", "fhirAuthorization")
+
+
+class CodingSchema(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    system = fields.String()
+    code = fields.String(required=True)
+    display = fields.String()
+
+
+class OverrideReasonSchema(Schema):
+    reason = fields.Nested(CodingSchema)
+    userComment = fields.String()
+
+
+class AcceptedSuggestionSchema(Schema):
+    id = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class FeedbackItemSchema(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    card = fields.String(required=True, validate=validate.Length(min=1))
+    outcome = fields.String(required=True, validate=validate.OneOf(("accepted", "overridden")))
+    acceptedSuggestions = fields.List(fields.Nested(AcceptedSuggestionSchema))
+    overrideReason = fields.Nested(OverrideReasonSchema)
+    outcomeTimestamp = fields.String(required=True, validate=validate.Length(min=1))
+
+    @validates_schema
+    def _accepted_needs_suggestions(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("outcome") == "accepted" and not data.get("acceptedSuggestions"):
+            raise ValidationError("required for accepted outcomes", "acceptedSuggestions")
+
+
+class FeedbackSchema(Schema):
+    feedback = fields.List(fields.Nested(FeedbackItemSchema), required=True,
+                           validate=validate.Length(min=1))
+
+
+_hook_schema = HookRequestSchema()
+_feedback_schema = FeedbackSchema()
+
+
+def _service() -> Service:
+    svc: Service = current_app.extensions["pathway"]
+    return svc
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    services = [{k: v for k, v in s.items() if not k.startswith("_")}
+                for s in _service().config.services["services"]]
+    return json_response({"services": services})
+
+
+def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    pid = context.get("patientId")
+    if not isinstance(pid, str) or not pid.strip():
+        raise ApiError(400, "context.patientId is required (a string).",
+                       expression=["context.patientId"])
+    drafts: list[dict[str, Any]] = []
+    if hook in ("order-select", "order-sign"):
+        orders = context.get("draftOrders")
+        if not isinstance(orders, dict) or orders.get("resourceType") != "Bundle":
+            raise ApiError(400, f"context.draftOrders must be a Bundle for {hook}.",
+                           expression=["context.draftOrders"])
+        if not isinstance(orders.get("entry", []), list):
+            raise ApiError(400, "context.draftOrders.entry must be a list.",
+                           expression=["context.draftOrders.entry"])
+        drafts = [r for r, _ in flatten(orders).resources
+                  if r.get("resourceType") == "MedicationRequest"]
+    return pid.strip(), drafts
+
+
+@bp.post("/cds-services/<service_id>")
+@require_caller
+def call(service_id: str) -> Response:
+    if service_id not in SERVICE_HOOKS:
+        raise ApiError(404, f"No CDS service '{service_id[:60]}' here.", "not-found")
+    req = load_or_400(_hook_schema, read_json_body(), "CDS Hooks request")
+    hook = req["hook"]
+    if hook not in SERVICE_HOOKS[service_id]:
+        raise ApiError(400, f"Service {service_id} answers {' and '.join(SERVICE_HOOKS[service_id])}"
+                       f", not '{hook[:40]}'.", expression=["hook"])
+    patient_id, drafts = _context(hook, req["context"])
+    svc = _service()
+    fhir_server = req.get("fhirServer")
+    fetch = None
+    if fhir_server:
+        if not svc.settings.fhir_server_allowed(fhir_server):
+            log.warning("fhirServer not on the allow-list: refused")
+            raise ApiError(403, "fhirServer is not on this service's allow-list "
+                           "(PATHWAY_FHIR_ALLOWLIST).", "forbidden", expression=["fhirServer"])
+        auth = req.get("fhirAuthorization") or {}
+        client = svc.fhir_client(fhir_server, auth.get("access_token"))
+        fetch = client.query
+    templates = next(s["prefetch"] for s in svc.config.services["services"]
+                     if s["id"] == service_id and s["hook"] == hook)
+    prefetch = req.get("prefetch")
+    resolved = resolve(prefetch if isinstance(prefetch, dict) else None, templates,
+                       req["context"], fetch)
+    if resolved.missing:
+        why = ("and no fhirServer was given" if fetch is None
+               else "and the FHIR server could not supply it")
+        raise ApiError(412, f"Needed data is missing: prefetch lacks "
+                       f"{', '.join(resolved.missing)} {why}.", "not-found",
+                       expression=[f"prefetch.{k}" for k in resolved.missing])
+    evaluation = svc.evaluator.evaluate(resolved.data, svc.clock(), patient_id=patient_id,
+                                        drafts=drafts, strict_subject=False)
+    decision = evaluation.decision
+    notes = [*resolved.notes, *evaluation.notes]
+    if hook == "patient-view":
+        card = svc.cards.pathway_card(decision, notes, evidence_dates(evaluation.reading.facts))
+        cards = [card] if card is not None else []
+    else:
+        cards = svc.cards.order_cards(decision)
+    svc.record_decision(decision, hook)
+    svc.metrics_decision(service_id, decision.phase)
+    return json_response({"cards": cards})
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+@require_caller
+def feedback(service_id: str) -> Response:
+    if service_id not in SERVICE_HOOKS:
+        raise ApiError(404, f"No CDS service '{service_id[:60]}' here.", "not-found")
+    body = load_or_400(_feedback_schema, read_json_body(), "Feedback")
+    svc = _service()
+    for item in body["feedback"]:
+        svc.store.add_feedback(service_id, item["card"], item["outcome"], item)
+    return json_response({"stored": len(body["feedback"])})

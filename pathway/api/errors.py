@@ -12,6 +12,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from pathway.api.jsonio import fhir_response
+from pathway.store.db import StoreError
 
 log = logging.getLogger("pathway.errors")
 
@@ -88,6 +89,13 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and e.get_response().headers.get("Allow"):
             resp.headers["Allow"] = e.get_response().headers["Allow"]
         return resp
+
+    @app.errorhandler(StoreError)
+    def _store_error(e: StoreError) -> Response:
+        log.error("store unavailable: %s", e)
+        return fhir_response(operation_outcome(
+            "The service's store is unavailable; nothing was saved. Try again.", "transient"),
+            503)
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> Response:

@@ -14,6 +14,12 @@ def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
+@bp.get("/metrics")
+def metrics() -> Response:
+    svc = current_app.extensions["pathway"]
+    return Response(svc.metrics.render(), mimetype="text/plain; version=0.0.4")
+
+
 @bp.get("/readyz")
 def readyz() -> Response:
     svc = current_app.extensions["pathway"]

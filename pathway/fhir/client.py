@@ -207,8 +207,11 @@ class FhirClient:
             raise FhirBadResponse("metadata: not a CapabilityStatement", r.status)
         return r.body
 
-    def search_pages(self, rtype: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        """Yield the searchset Bundles of a search, following `next` on the same origin."""
+    def search_pages(
+        self, rtype: str, params: dict[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the searchset Bundles of a search (`rtype` may carry its query string),
+        following `next` on the same origin."""
         r = self.request("GET", rtype, params=params)
         seen: set[str] = set()
         for _ in range(self.max_pages):
@@ -233,5 +236,13 @@ class FhirClient:
             r = self.request("GET", nxt)
         log.warning("search paging: stopped after %d pages", self.max_pages)
 
-    def search(self, rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    def search(self, rtype: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
         return list(self.search_pages(rtype, params))
+
+    def query(self, query: str) -> list[dict[str, Any]]:
+        """A prefetch-style query: `Type/id` is a read, anything else a search."""
+        path = query.split("?", 1)[0]
+        parts = path.strip("/").split("/")
+        if "?" not in query and len(parts) == 2:
+            return [self.read(parts[0], parts[1])]
+        return self.search(query)

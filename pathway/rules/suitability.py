@@ -28,15 +28,19 @@ class _Option:
 
     def result(self) -> MedicationOption:
         status = min((h[0] for h in self.hits), key=PRECEDENCE.index, default="suitable")
-        reasons = [h[1] for h in self.hits if h[0] == status]
+        hits = self.hits
+        if status == "active":
+            # "Not yet" is about starting a medication: it says nothing about one already taken.
+            hits = [h for h in hits if h[0] != "not-yet"]
+        reasons = [h[1] for h in hits if h[0] == status]
         for other in PRECEDENCE:
             if other == status:
                 continue
-            for h in self.hits:
+            for h in hits:
                 if h[0] == other:
                     label = LABELS.get(other)
                     reasons.append(f"{label}: {h[1]}" if label else h[1])
-        evidence = tuple(dict.fromkeys(e for h in self.hits for e in h[2]))
+        evidence = tuple(dict.fromkeys(e for h in hits for e in h[2]))
         return MedicationOption(self.medication, status, tuple(reasons), evidence)
 
 

@@ -1,0 +1,27 @@
+"""Prometheus metrics: request latency per endpoint, decisions by phase, write-back outcomes,
+outbox depth. One registry per app (tests build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram(
+            "pathway_request_seconds", "Request latency by endpoint and status class",
+            ("endpoint", "status"), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.decisions = Counter(
+            "pathway_decisions_total", "Pathway decisions by service and phase",
+            ("service", "phase"), registry=self.registry)
+        self.writeback = Counter(
+            "pathway_writeback_total", "Write-back outcomes", ("outcome",),
+            registry=self.registry)
+        self.outbox_depth = Gauge(
+            "pathway_outbox_depth", "Writes waiting in the outbox", registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
