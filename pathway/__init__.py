@@ -45,8 +45,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             "!!! PATHWAY_AUTH_MODE=off: CDS and FHIR callers are NOT authenticated. "
             "Development only: never run this way with patient data. !!!"
         )
-    CORS(app, resources={r"/cds-services*": {"origins": "*"}},
-         allow_headers=["Authorization", "Content-Type"], max_age=600)
+    CORS(
+        app,
+        resources={r"/cds-services*": {"origins": "*"}},
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(fhir_ops.bp)

@@ -71,8 +71,11 @@ class CardBuilder:
     def assessment(self, d: Decision) -> dict[str, Any]:
         meds = []
         for m in d.medications:
-            item: dict[str, Any] = {"medication": m.medication, "status": m.status,
-                                    "reasons": list(m.reasons)}
+            item: dict[str, Any] = {
+                "medication": m.medication,
+                "status": m.status,
+                "reasons": list(m.reasons),
+            }
             if m.evidence:
                 item["evidence"] = list(m.evidence)
             meds.append(item)
@@ -88,12 +91,23 @@ class CardBuilder:
         return out
 
     def _source(self, d: Decision) -> dict[str, Any]:
-        return {**self.s.source, "topic": {
-            "system": self.writer.phase_system, "code": d.phase,
-            "display": PHASE_TITLES[d.phase]}}
+        return {
+            **self.s.source,
+            "topic": {
+                "system": self.writer.phase_system,
+                "code": d.phase,
+                "display": PHASE_TITLES[d.phase],
+            },
+        }
 
-    def _card(self, d: Decision, summary: str, indicator: str, detail: str,
-              suggestions: list[dict[str, Any]]) -> dict[str, Any]:
+    def _card(
+        self,
+        d: Decision,
+        summary: str,
+        indicator: str,
+        detail: str,
+        suggestions: list[dict[str, Any]],
+    ) -> dict[str, Any]:
         card: dict[str, Any] = {
             "uuid": _uuid(),
             "summary": _short(summary),
@@ -118,60 +132,94 @@ class CardBuilder:
             "subject": {"reference": f"Patient/{d.patient_id}"},
             "medicationCodeableConcept": {"coding": [med], "text": med["display"]},
             "dosageInstruction": [{"text": self.s.naloxone_dosage}],
-            "dispenseRequest": {"quantity": {"value": self.s.naloxone_quantity,
-                                             "unit": "spray device"}},
-            "note": [{"text": "Suggested by the OUD care pathway: rescue naloxone for the "
-                              "patient and family, with training."}],
+            "dispenseRequest": {
+                "quantity": {"value": self.s.naloxone_quantity, "unit": "spray device"}
+            },
+            "note": [
+                {
+                    "text": "Suggested by the OUD care pathway: rescue naloxone for the "
+                    "patient and family, with training."
+                }
+            ],
         }
-        return {"uuid": _uuid(), "label": "Order rescue naloxone (4 mg nasal spray, 2 devices)",
-                "isRecommended": True,
-                "actions": [{"type": "create", "description": "Create a draft order for rescue "
-                             "naloxone nasal spray", "resource": request}]}
+        return {
+            "uuid": _uuid(),
+            "label": "Order rescue naloxone (4 mg nasal spray, 2 devices)",
+            "isRecommended": True,
+            "actions": [
+                {
+                    "type": "create",
+                    "description": "Create a draft order for rescue naloxone nasal spray",
+                    "resource": request,
+                }
+            ],
+        }
 
     def tasks_suggestion(self, d: Decision) -> dict[str, Any] | None:
         if not d.tasks:
             return None
         canon = self.writer.canon
         cp_id = careplan_urn(canon, d.patient_id).removeprefix("urn:uuid:")
-        refs = {t.code: "Task/" + task_urn(canon, d.patient_id, t.code).removeprefix("urn:uuid:")
-                for t in d.tasks}
+        refs = {
+            t.code: "Task/" + task_urn(canon, d.patient_id, t.code).removeprefix("urn:uuid:")
+            for t in d.tasks
+        }
         careplan = self.writer.careplan(d, refs)
         careplan["id"] = cp_id
-        actions = [{"type": "create", "description": "Create the OUD pathway care plan",
-                    "resource": careplan}]
+        actions = [
+            {
+                "type": "create",
+                "description": "Create the OUD pathway care plan",
+                "resource": careplan,
+            }
+        ]
         for t in d.tasks:
             task = self.writer.task(d, t, f"CarePlan/{cp_id}")
             task["id"] = refs[t.code].removeprefix("Task/")
             display = self.writer.action_display.get(t.code, t.code)
-            actions.append({"type": "create", "description": f"Add task: {display}",
-                            "resource": task})
-        return {"uuid": _uuid(), "label": f"Save the care plan and its {len(d.tasks)} tasks",
-                "actions": actions}
+            actions.append(
+                {"type": "create", "description": f"Add task: {display}", "resource": task}
+            )
+        return {
+            "uuid": _uuid(),
+            "label": f"Save the care plan and its {len(d.tasks)} tasks",
+            "actions": actions,
+        }
 
     # ------------------------------------------------------------ patient-view
-    def pathway_card(self, d: Decision, notes: list[str],
-                     evidence_dates: dict[str, str]) -> dict[str, Any] | None:
+    def pathway_card(
+        self, d: Decision, notes: list[str], evidence_dates: dict[str, str]
+    ) -> dict[str, Any] | None:
         if d.phase == "not-applicable":
             return None
         flags = sorted(d.flags, key=lambda f: -SEVERITY[f.indicator])
         indicator = flags[0].indicator if flags else "info"
         if d.return_to_use and SEVERITY[indicator] < SEVERITY["warning"]:
             indicator = "warning"
-        phase = PHASE_TITLES[d.phase].split(" (")[0]
-        tags = [t for t, on in (("return to use", d.return_to_use),
-                                ("suspected OUD", d.suspected_oud)) if on]
+        phase = d.phase.capitalize()
+        tags = [
+            t
+            for t, on in (("return to use", d.return_to_use), ("suspected OUD", d.suspected_oud))
+            if on
+        ]
         head = f"OUD pathway: {phase}" + (f" ({', '.join(tags)})" if tags else "")
         if flags and flags[0].indicator != "info":
             tail = flags[0].summary
         else:
-            active = [m.medication for m in d.medications if m.status == "active"
-                      and m.medication in ("buprenorphine", "methadone", "naltrexone")]
+            active = [
+                m.medication
+                for m in d.medications
+                if m.status == "active"
+                and m.medication in ("buprenorphine", "methadone", "naltrexone")
+            ]
             if active:
                 tail = f"continue {', '.join(active)}"
             else:
-                firsts = [f"{m.medication} {STATUS_WORDS[m.status].lower()}"
-                          for m in d.medications if m.medication in ("buprenorphine",
-                                                                      "methadone")]
+                firsts = [
+                    f"{m.medication} {STATUS_WORDS[m.status].lower()}"
+                    for m in d.medications
+                    if m.medication in ("buprenorphine", "methadone")
+                ]
                 tail = "; ".join(firsts)
         summary = f"{head}. {tail[0].upper()}{tail[1:]}." if tail else f"{head}."
         suggestions = []
@@ -181,15 +229,23 @@ class CardBuilder:
         tasks = self.tasks_suggestion(d)
         if tasks is not None:
             suggestions.append(tasks)
-        return self._card(d, summary, indicator, self.detail(d, notes, evidence_dates),
-                          suggestions)
+        return self._card(d, summary, indicator, self.detail(d, notes, evidence_dates), suggestions)
 
     def detail(self, d: Decision, notes: list[str], evidence_dates: dict[str, str]) -> str:
-        tags = [t for t, on in (("return to use", d.return_to_use),
-                                ("suspected OUD: assess with the DSM-5 criteria",
-                                 d.suspected_oud)) if on]
-        lines = [f"**Phase: {PHASE_TITLES[d.phase]}**" + (f" — {', '.join(tags)}" if tags else ""),
-                 "", _md(" ".join(d.phase_reasons)), ""]
+        tags = [
+            t
+            for t, on in (
+                ("return to use", d.return_to_use),
+                ("suspected OUD: assess with the DSM-5 criteria", d.suspected_oud),
+            )
+            if on
+        ]
+        lines = [
+            f"**Phase: {PHASE_TITLES[d.phase]}**" + (f" — {', '.join(tags)}" if tags else ""),
+            "",
+            _md(" ".join(d.phase_reasons)),
+            "",
+        ]
         if d.flags:
             lines.append("**Safety**")
             lines.append("")
@@ -201,21 +257,25 @@ class CardBuilder:
         lines.append("| Medication | Status | Why |")
         lines.append("|---|---|---|")
         for m in d.medications:
-            lines.append(f"| {m.medication} | {STATUS_WORDS[m.status]} | "
-                         f"{_md(' '.join(m.reasons))} |")
+            lines.append(
+                f"| {m.medication} | {STATUS_WORDS[m.status]} | {_md(' '.join(m.reasons))} |"
+            )
         lines.append("")
         if d.tasks:
             lines.append("**Next steps**")
             lines.append("")
             for t in d.tasks:
                 name = self.writer.action_display.get(t.code, t.code)
-                lines.append(f"- {_md(name)}, due {t.due.isoformat()}"
-                             + (" (urgent)" if t.priority != "routine" else "")
-                             + f": {_md(t.reason)}")
+                lines.append(
+                    f"- {_md(name)}, due {t.due.isoformat()}"
+                    + (" (urgent)" if t.priority != "routine" else "")
+                    + f": {_md(t.reason)}"
+                )
             lines.append("")
         if d.evidence:
-            items = [f"{r} ({evidence_dates[r]})" if r in evidence_dates else r
-                     for r in d.evidence[:20]]
+            items = [
+                f"{r} ({evidence_dates[r]})" if r in evidence_dates else r for r in d.evidence[:20]
+            ]
             more = f" and {len(d.evidence) - 20} more" if len(d.evidence) > 20 else ""
             lines.append(f"Evidence: {_md(', '.join(items))}{more}.")
             lines.append("")
@@ -246,10 +306,18 @@ class CardBuilder:
             if nal is None or nal.status != "active":
                 suggestions.append(self.naloxone_suggestion(d))
         if f.indicator == "critical" and f.order_ref and "/" in f.order_ref:
-            suggestions.append({"uuid": _uuid(), "label": "Remove this draft order",
-                                "isRecommended": True,
-                                "actions": [{"type": "delete",
-                                             "description": "Remove the draft order",
-                                             "resourceId": f.order_ref}]})
+            suggestions.append(
+                {
+                    "uuid": _uuid(),
+                    "label": "Remove this draft order",
+                    "isRecommended": True,
+                    "actions": [
+                        {
+                            "type": "delete",
+                            "description": "Remove the draft order",
+                            "resourceId": f.order_ref,
+                        }
+                    ],
+                }
+            )
         return self._card(d, f.summary, f.indicator, "\n".join(detail), suggestions)
-

@@ -451,10 +451,19 @@ def load_config(
     return LoadedConfig(cfg, aliases, terminology, raw, conformance, services)
 
 
-SERVICE_HOOKS = {("oud-pathway", "patient-view"), ("oud-order-safety", "order-select"),
-                 ("oud-order-safety", "order-sign")}
-PREFETCH_KEYS = ("patient", "conditions", "observations", "medicationRequests", "carePlans",
-                 "tasks")
+SERVICE_HOOKS = {
+    ("oud-pathway", "patient-view"),
+    ("oud-order-safety", "order-select"),
+    ("oud-order-safety", "order-sign"),
+}
+PREFETCH_KEYS = (
+    "patient",
+    "conditions",
+    "observations",
+    "medicationRequests",
+    "carePlans",
+    "tasks",
+)
 
 
 def load_services(file: Path) -> dict[str, Any]:

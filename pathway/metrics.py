@@ -12,16 +12,24 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Histogram(
-            "pathway_request_seconds", "Request latency by endpoint and status class",
-            ("endpoint", "status"), buckets=LATENCY_BUCKETS, registry=self.registry)
+            "pathway_request_seconds",
+            "Request latency by endpoint and status class",
+            ("endpoint", "status"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.decisions = Counter(
-            "pathway_decisions_total", "Pathway decisions by service and phase",
-            ("service", "phase"), registry=self.registry)
+            "pathway_decisions_total",
+            "Pathway decisions by service and phase",
+            ("service", "phase"),
+            registry=self.registry,
+        )
         self.writeback = Counter(
-            "pathway_writeback_total", "Write-back outcomes", ("outcome",),
-            registry=self.registry)
+            "pathway_writeback_total", "Write-back outcomes", ("outcome",), registry=self.registry
+        )
         self.outbox_depth = Gauge(
-            "pathway_outbox_depth", "Writes waiting in the outbox", registry=self.registry)
+            "pathway_outbox_depth", "Writes waiting in the outbox", registry=self.registry
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

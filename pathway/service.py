@@ -31,8 +31,9 @@ class Service:
         self.evaluator = Evaluator(self.config)
         self.store = store or Store(settings.database_url)
         self.started_at = datetime.now(UTC)
-        self.cards = CardBuilder(CardSettings.from_services(self.config.services),
-                                 self.evaluator.writer)
+        self.cards = CardBuilder(
+            CardSettings.from_services(self.config.services), self.evaluator.writer
+        )
         self.metrics = Metrics()
         # The clock is an edge concern: the rules get `as_of`; tests freeze this.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -40,19 +41,15 @@ class Service:
     def fhir_client(self, base_url: str, token: str | None = None) -> FhirClient:
         return FhirClient(base_url, token=token, timeout=self.settings.http_timeout_seconds)
 
-    def read_patient(
-        self, client: FhirClient, patient_id: str, keys: tuple[str, ...] | None = None
-    ) -> dict[str, Any]:
-        """Read a patient's data from a FHIR server; returns prefetch-shaped results."""
-        out: dict[str, Any] = {}
-        if keys is None or "patient" in keys:
-            out["patient"] = client.read("Patient", patient_id)
-        for key, (rtype, params) in patient_queries(
-            self.config.pathway.canonical, patient_id
-        ).items():
-            if keys is None or key in keys:
-                out[key] = client.search(rtype, params)
-        return out
+    def read_patient(self, client: FhirClient, patient_id: str) -> dict[str, Any]:
+        """Read a patient's data from a FHIR server with the prefetch queries of the
+        patient-view service; returns prefetch-shaped results."""
+        templates = next(
+            s["prefetch"] for s in self.config.services["services"] if s["hook"] == "patient-view"
+        )
+        return {
+            key: client.query(render(t, {"patientId": patient_id})) for key, t in templates.items()
+        }
 
     def read_patient_from_server(self, patient_id: str) -> list[Any]:
         base = self.settings.fhir_base_url

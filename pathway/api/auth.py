@@ -164,7 +164,9 @@ class Verifier:
         except jwt.InvalidAudienceError as e:
             raise AuthError("aud is not this endpoint") from e
         except jwt.ImmatureSignatureError as e:
-            raise AuthError("token not valid yet") from e
+            raise AuthError("token not valid yet (nbf or iat in the future)") from e
+        except jwt.MissingRequiredClaimError as e:
+            raise AuthError(f"required claim '{e.claim}' missing") from e
         except jwt.PyJWTError as e:
             raise AuthError(f"token rejected ({type(e).__name__})") from e
         now = time.time()

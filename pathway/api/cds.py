@@ -20,8 +20,10 @@ from pathway.service import Service
 log = logging.getLogger("pathway.cds")
 bp = Blueprint("cds", __name__)
 
-SERVICE_HOOKS = {"oud-pathway": ("patient-view",),
-                 "oud-order-safety": ("order-select", "order-sign")}
+SERVICE_HOOKS = {
+    "oud-pathway": ("patient-view",),
+    "oud-order-safety": ("order-select", "order-sign"),
+}
 
 
 class FhirAuthorizationSchema(Schema):
@@ -87,8 +89,9 @@ class FeedbackItemSchema(Schema):
 
 
 class FeedbackSchema(Schema):
-    feedback = fields.List(fields.Nested(FeedbackItemSchema), required=True,
-                           validate=validate.Length(min=1))
+    feedback = fields.List(
+        fields.Nested(FeedbackItemSchema), required=True, validate=validate.Length(min=1)
+    )
 
 
 _hook_schema = HookRequestSchema()
@@ -102,27 +105,37 @@ def _service() -> Service:
 
 @bp.get("/cds-services")
 def discovery() -> Response:
-    services = [{k: v for k, v in s.items() if not k.startswith("_")}
-                for s in _service().config.services["services"]]
+    services = [
+        {k: v for k, v in s.items() if not k.startswith("_")}
+        for s in _service().config.services["services"]
+    ]
     return json_response({"services": services})
 
 
 def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     pid = context.get("patientId")
     if not isinstance(pid, str) or not pid.strip():
-        raise ApiError(400, "context.patientId is required (a string).",
-                       expression=["context.patientId"])
+        raise ApiError(
+            400, "context.patientId is required (a string).", expression=["context.patientId"]
+        )
     drafts: list[dict[str, Any]] = []
     if hook in ("order-select", "order-sign"):
         orders = context.get("draftOrders")
         if not isinstance(orders, dict) or orders.get("resourceType") != "Bundle":
-            raise ApiError(400, f"context.draftOrders must be a Bundle for {hook}.",
-                           expression=["context.draftOrders"])
+            raise ApiError(
+                400,
+                f"context.draftOrders must be a Bundle for {hook}.",
+                expression=["context.draftOrders"],
+            )
         if not isinstance(orders.get("entry", []), list):
-            raise ApiError(400, "context.draftOrders.entry must be a list.",
-                           expression=["context.draftOrders.entry"])
-        drafts = [r for r, _ in flatten(orders).resources
-                  if r.get("resourceType") == "MedicationRequest"]
+            raise ApiError(
+                400,
+                "context.draftOrders.entry must be a list.",
+                expression=["context.draftOrders.entry"],
+            )
+        drafts = [
+            r for r, _ in flatten(orders).resources if r.get("resourceType") == "MedicationRequest"
+        ]
     return pid.strip(), drafts
 
 
@@ -134,8 +147,10 @@ def call(service_id: str) -> Response:
     req = load_or_400(_hook_schema, read_json_body(), "CDS Hooks request")
     hook = req["hook"]
     if hook not in SERVICE_HOOKS[service_id]:
-        raise ApiError(400, f"Service {service_id} answers {' and '.join(SERVICE_HOOKS[service_id])}"
-                       f", not '{hook[:40]}'.", expression=["hook"])
+        answers = " and ".join(SERVICE_HOOKS[service_id])
+        raise ApiError(
+            400, f"Service {service_id} answers {answers}, not '{hook[:40]}'.", expression=["hook"]
+        )
     patient_id, drafts = _context(hook, req["context"])
     svc = _service()
     fhir_server = req.get("fhirServer")
@@ -143,24 +158,39 @@ def call(service_id: str) -> Response:
     if fhir_server:
         if not svc.settings.fhir_server_allowed(fhir_server):
             log.warning("fhirServer not on the allow-list: refused")
-            raise ApiError(403, "fhirServer is not on this service's allow-list "
-                           "(PATHWAY_FHIR_ALLOWLIST).", "forbidden", expression=["fhirServer"])
+            raise ApiError(
+                403,
+                "fhirServer is not on this service's allow-list (PATHWAY_FHIR_ALLOWLIST).",
+                "forbidden",
+                expression=["fhirServer"],
+            )
         auth = req.get("fhirAuthorization") or {}
         client = svc.fhir_client(fhir_server, auth.get("access_token"))
         fetch = client.query
-    templates = next(s["prefetch"] for s in svc.config.services["services"]
-                     if s["id"] == service_id and s["hook"] == hook)
+    templates = next(
+        s["prefetch"]
+        for s in svc.config.services["services"]
+        if s["id"] == service_id and s["hook"] == hook
+    )
     prefetch = req.get("prefetch")
-    resolved = resolve(prefetch if isinstance(prefetch, dict) else None, templates,
-                       req["context"], fetch)
+    resolved = resolve(
+        prefetch if isinstance(prefetch, dict) else None, templates, req["context"], fetch
+    )
     if resolved.missing:
-        why = ("and no fhirServer was given" if fetch is None
-               else "and the FHIR server could not supply it")
-        raise ApiError(412, f"Needed data is missing: prefetch lacks "
-                       f"{', '.join(resolved.missing)} {why}.", "not-found",
-                       expression=[f"prefetch.{k}" for k in resolved.missing])
-    evaluation = svc.evaluator.evaluate(resolved.data, svc.clock(), patient_id=patient_id,
-                                        drafts=drafts, strict_subject=False)
+        why = (
+            "and no fhirServer was given"
+            if fetch is None
+            else "and the FHIR server could not supply it"
+        )
+        raise ApiError(
+            412,
+            f"Needed data is missing: prefetch lacks {', '.join(resolved.missing)} {why}.",
+            "not-found",
+            expression=[f"prefetch.{k}" for k in resolved.missing],
+        )
+    evaluation = svc.evaluator.evaluate(
+        resolved.data, svc.clock(), patient_id=patient_id, drafts=drafts, strict_subject=False
+    )
     decision = evaluation.decision
     notes = [*resolved.notes, *evaluation.notes]
     if hook == "patient-view":

@@ -93,9 +93,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(StoreError)
     def _store_error(e: StoreError) -> Response:
         log.error("store unavailable: %s", e)
-        return fhir_response(operation_outcome(
-            "The service's store is unavailable; nothing was saved. Try again.", "transient"),
-            503)
+        return fhir_response(
+            operation_outcome(
+                "The service's store is unavailable; nothing was saved. Try again.", "transient"
+            ),
+            503,
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> Response:

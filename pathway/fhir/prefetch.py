@@ -39,7 +39,7 @@ def render(template: str, context: Mapping[str, Any]) -> str:
     out = template
     for key, value in context.items():
         if isinstance(value, str):
-            out = out.replace("{{context.%s}}" % key, value)
+            out = out.replace("{{context." + key + "}}", value)
     return out
 
 
@@ -68,8 +68,10 @@ def resolve(
             if key in REQUIRED_KEYS:
                 out.missing.append(key)
             else:
-                out.notes.append(f"'{key}' was not prefetched and could not be read: "
-                                 "completed tasks may not be known")
+                out.notes.append(
+                    f"'{key}' was not prefetched and could not be read: "
+                    "completed tasks may not be known"
+                )
             continue
         try:
             out.data.extend(fetch(render(template, context)))
@@ -79,6 +81,8 @@ def resolve(
                 out.missing.append(key)
                 out.notes.append(f"'{key}' could not be read from the FHIR server: {e}")
             else:
-                out.notes.append(f"'{key}' could not be read from the FHIR server: completed "
-                                 "tasks may not be known")
+                out.notes.append(
+                    f"'{key}' could not be read from the FHIR server: completed "
+                    "tasks may not be known"
+                )
     return out
