@@ -121,6 +121,11 @@ def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, An
     drafts: list[dict[str, Any]] = []
     if hook in ("order-select", "order-sign"):
         orders = context.get("draftOrders")
+        # A Bundle per the spec; a bare MedicationRequest or a list of them is tolerated.
+        if isinstance(orders, dict) and orders.get("resourceType") == "MedicationRequest":
+            orders = [orders]
+        if isinstance(orders, list):
+            orders = {"resourceType": "Bundle", "entry": [{"resource": o} for o in orders]}
         if not isinstance(orders, dict) or orders.get("resourceType") != "Bundle":
             raise ApiError(
                 400,
@@ -136,7 +141,9 @@ def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, An
         drafts = [
             r for r, _ in flatten(orders).resources if r.get("resourceType") == "MedicationRequest"
         ]
-    return pid.strip(), drafts
+    pid = pid.strip()
+    # Some EHRs send a reference ("Patient/123") where the spec has the id.
+    return pid.removeprefix("Patient/"), drafts
 
 
 @bp.post("/cds-services/<service_id>")
@@ -174,7 +181,10 @@ def call(service_id: str) -> Response:
     )
     prefetch = req.get("prefetch")
     resolved = resolve(
-        prefetch if isinstance(prefetch, dict) else None, templates, req["context"], fetch
+        prefetch if isinstance(prefetch, dict) else None,
+        templates,
+        {**req["context"], "patientId": patient_id},
+        fetch,
     )
     if resolved.missing:
         why = (

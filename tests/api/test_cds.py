@@ -490,7 +490,7 @@ def test_order_hooks_need_draft_orders(hooks: FlaskClient) -> None:
         post(
             hooks,
             "/cds-services/oud-order-safety",
-            hook_request("order-sign", "p1", {}, context={"draftOrders": []}),
+            hook_request("order-sign", "p1", {}, context={"draftOrders": "not orders"}),
         ),
         400,
         "draftOrders",
