@@ -202,7 +202,7 @@ def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_parameters(
-    data: dict[str, Any] | None, as_of: datetime | str = AS_OF, subject: str = "Patient/p1"
+    data: dict[str, Any] | None, as_of: datetime | str | None = AS_OF, subject: str = "Patient/p1"
 ) -> dict[str, Any]:
     params: list[dict[str, Any]] = [{"name": "subject", "valueString": subject}]
     if data is not None:
@@ -218,8 +218,13 @@ def apply_parameters(
 # Added for tests/rules (appended only; the builders above are unchanged).
 
 
-def oud_condition(recorded: str | None = "2024-01-10", status: str | None = "active",
-                  code: str = "F11.20", system: str = ICD10, pid: str = "p1") -> dict[str, Any]:
+def oud_condition(
+    recorded: str | None = "2024-01-10",
+    status: str | None = "active",
+    code: str = "F11.20",
+    system: str = ICD10,
+    pid: str = "p1",
+) -> dict[str, Any]:
     """An OUD Condition (default: F11.20, active, recorded long before AS_OF)."""
     return condition(code, system, status=status, recorded=recorded, pid=pid)
 
@@ -237,12 +242,22 @@ def medication(code: str, text: str | None = None, system: str = RXNORM) -> dict
     return {"resourceType": "Medication", "id": _id("med"), "code": concept}
 
 
-def med_ref(target: dict[str, Any], status: str = "active", authored: str | None = None,
-            contained: bool = False, reason: tuple[str, str] | None = None,
-            pid: str = "p1") -> dict[str, Any]:
+def med_ref(
+    target: dict[str, Any],
+    status: str = "active",
+    authored: str | None = None,
+    contained: bool = False,
+    reason: tuple[str, str] | None = None,
+    pid: str = "p1",
+) -> dict[str, Any]:
     """A MedicationRequest naming its drug by medicationReference (contained or in the data)."""
-    r: dict[str, Any] = {"resourceType": "MedicationRequest", "id": _id("mr"), "status": status,
-                         "intent": "order", "subject": {"reference": f"Patient/{pid}"}}
+    r: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "id": _id("mr"),
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": f"Patient/{pid}"},
+    }
     if contained:
         r["contained"] = [target]
         r["medicationReference"] = {"reference": f"#{target['id']}"}
@@ -255,11 +270,20 @@ def med_ref(target: dict[str, Any], status: str = "active", authored: str | None
     return r
 
 
-def task(code: str, status: str = "completed", end: str | None = None,
-         last_modified: str | None = None, ours: bool = True, pid: str = "p1") -> dict[str, Any]:
+def task(
+    code: str,
+    status: str = "completed",
+    end: str | None = None,
+    last_modified: str | None = None,
+    ours: bool = True,
+    pid: str = "p1",
+) -> dict[str, Any]:
     """A Task of the pathway (identifier system {canon}/task) already in the EHR."""
     r: dict[str, Any] = {
-        "resourceType": "Task", "id": _id("task"), "status": status, "intent": "order",
+        "resourceType": "Task",
+        "id": _id("task"),
+        "status": status,
+        "intent": "order",
         "code": {"coding": [{"system": f"{CANON}/CodeSystem/oud-pathway-action", "code": code}]},
         "for": {"reference": f"Patient/{pid}"},
     }
@@ -274,14 +298,28 @@ def task(code: str, status: str = "completed", end: str | None = None,
 
 def coded(loinc: str, system: str, code: str, when: str, pid: str = "p1") -> dict[str, Any]:
     """An Observation whose value is a coded answer (valueCodeableConcept)."""
-    return lab(loinc, when, pid, valueCodeableConcept={"coding": [{"system": system, "code": code}]})
+    return lab(
+        loinc, when, pid, valueCodeableConcept={"coding": [{"system": system, "code": code}]}
+    )
 
 
 def interpreted(loinc: str, code: str, when: str, pid: str = "p1") -> dict[str, Any]:
     """An Observation with no value, only an interpretation code (POS, NEG, A, N)."""
-    return lab(loinc, when, pid, interpretation=[{"coding": [{
-        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-        "code": code}]}])
+    return lab(
+        loinc,
+        when,
+        pid,
+        interpretation=[
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "code": code,
+                    }
+                ]
+            }
+        ],
+    )
 
 
 def birth_for_age(age: int, birthday_tomorrow: bool = False, as_of: datetime = AS_OF) -> str:

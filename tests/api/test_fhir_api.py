@@ -108,7 +108,7 @@ def test_apply_is_a_dry_run_that_changes_nothing(client: FlaskClient) -> None:
 
 
 def test_default_as_of_is_now(client: FlaskClient) -> None:
-    body = apply_parameters(bundle(patient(), condition()), as_of=None)  # type: ignore[arg-type]
+    body = apply_parameters(bundle(patient(), condition()), as_of=None)
     assert post(client, body).status_code == 200
 
 
