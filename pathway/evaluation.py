@@ -25,12 +25,14 @@ class Evaluation:
         return self.reading.notes
 
 
-def evidence_dates(facts: Facts) -> dict[str, str]:
+def evidence_dates(facts: Facts, refs: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The date of each cited resource (all of them when `refs` is None)."""
+    wanted = set(refs) if refs is not None else None
     out: dict[str, str] = {}
 
     def put(ref: str, when: When | None) -> None:
-        if when is not None:
-            out.setdefault(ref, timing.describe(when))
+        if when is not None and (wanted is None or ref in wanted) and ref not in out:
+            out[ref] = timing.describe(when)
 
     for c in facts.conditions:
         put(c.ref, c.when)
@@ -66,4 +68,5 @@ class Evaluator:
         return Evaluation(decision, reading)
 
     def apply_bundle(self, ev: Evaluation) -> dict[str, Any]:
-        return self.writer.apply_bundle(ev.decision, ev.notes, evidence_dates(ev.reading.facts))
+        dates = evidence_dates(ev.reading.facts, ev.decision.evidence)
+        return self.writer.apply_bundle(ev.decision, ev.notes, dates)

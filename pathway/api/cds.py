@@ -204,7 +204,9 @@ def call(service_id: str) -> Response:
     decision = evaluation.decision
     notes = [*resolved.notes, *evaluation.notes]
     if hook == "patient-view":
-        card = svc.cards.pathway_card(decision, notes, evidence_dates(evaluation.reading.facts))
+        card = svc.cards.pathway_card(
+            decision, notes, evidence_dates(evaluation.reading.facts, decision.evidence)
+        )
         cards = [card] if card is not None else []
     else:
         cards = svc.cards.order_cards(decision)

@@ -7,9 +7,13 @@ clear: the patient is stored as a keyed hash so repeated evaluations can be rela
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
+import logging
 import os
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+log = logging.getLogger("pathway.store")
 metadata = MetaData()
+AUDIT_BATCH = 200
+AUDIT_FLUSH_SECONDS = 0.5
 
 feedback = Table(
     "feedback",
@@ -112,6 +119,12 @@ class Store:
         except (SQLAlchemyError, OSError) as e:
             raise StoreError(f"cannot open the store: {type(e).__name__}") from e
         self._secret = secret or os.urandom(32)
+        self._audit_rows: list[dict[str, Any]] = []
+        self._audit_lock = threading.Lock()
+        self._audit_wakeup = threading.Event()
+        self._closed = False
+        threading.Thread(target=self._audit_writer, name="audit-writer", daemon=True).start()
+        atexit.register(self.flush_audit)
 
     def subject_hash(self, patient_id: str) -> str:
         return hmac.new(self._secret, patient_id.encode(), hashlib.sha256).hexdigest()
@@ -155,18 +168,46 @@ class Store:
             return [dict(r._mapping) for r in c.execute(select(feedback).order_by(feedback.c.id))]
 
     def add_audit(self, action: str, patient_id: str, detail: dict[str, Any]) -> None:
+        """Queue an audit row; rows are written in batches (one transaction per batch) so the
+        hook's hot path does not wait for the disk. `flush_audit()` writes them now."""
+        row = {
+            "at": datetime.now(UTC),
+            "action": action,
+            "subject_hash": self.subject_hash(patient_id),
+            "detail": orjson.dumps(detail).decode(),
+        }
+        with self._audit_lock:
+            self._audit_rows.append(row)
+            full = len(self._audit_rows) >= AUDIT_BATCH
+        if full:
+            self.flush_audit()
+        else:
+            self._audit_wakeup.set()
+
+    def flush_audit(self) -> int:
+        with self._audit_lock:
+            rows, self._audit_rows = self._audit_rows, []
+        if not rows:
+            return 0
         try:
             with self.engine.begin() as c:
-                c.execute(
-                    insert(audit).values(
-                        at=datetime.now(UTC),
-                        action=action,
-                        subject_hash=self.subject_hash(patient_id),
-                        detail=orjson.dumps(detail).decode(),
-                    )
-                )
+                c.execute(insert(audit), rows)
         except SQLAlchemyError:
-            pass  # auditing must not fail a clinical answer; the metrics count it
+            log.error("audit rows could not be written (%d)", len(rows))
+            return 0
+        return len(rows)
+
+    def _audit_writer(self) -> None:
+        while not self._closed:
+            self._audit_wakeup.wait(AUDIT_FLUSH_SECONDS)
+            self._audit_wakeup.clear()
+            time.sleep(AUDIT_FLUSH_SECONDS)  # let a batch gather
+            self.flush_audit()
+
+    def close(self) -> None:
+        self._closed = True
+        self._audit_wakeup.set()
+        self.flush_audit()
 
     # --- JWT replay
     def remember_jti(self, key: str, expires_at: datetime) -> bool:

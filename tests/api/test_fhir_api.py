@@ -278,6 +278,7 @@ def test_apply_writes_an_audit_row_without_the_patient_id(client: FlaskClient, a
     from pathway.store.db import audit
 
     store = app.extensions["pathway"].store
+    store.flush_audit()
     with store.engine.connect() as c:
         rows = [dict(r._mapping) for r in c.execute(select(audit))]
     assert rows and all("secret-id" not in str(r) for r in rows)
