@@ -39,6 +39,7 @@ ANALYTE_OF = {
     "uds-eddp": "eddp",
     "uds-benzodiazepines": "benzodiazepines",
     "uds-stimulants": "stimulants",
+    "uds-other": "other",
 }
 MEASUREMENT_OF = {
     "alt": "alt",
@@ -73,6 +74,7 @@ MEDICATION_GROUPS = frozenset(
         "clonidine",
     }
 )
+STAGES = frozenset({"precontemplation", "contemplation", "preparation", "action", "maintenance"})
 REFERENCED_TYPES = frozenset({"Medication", "Condition", "Patient"})
 IGNORED_REQUEST_STATUSES = frozenset({"cancelled", "entered-in-error"})
 IGNORED_OBSERVATION_STATUSES = frozenset({"cancelled", "entered-in-error"})
@@ -598,6 +600,9 @@ class FactReader:
             uses.append(LastUse(ref, used, opioid_type))
         elif code == "readiness-stage":
             stage = _code_in(res.get("valueCodeableConcept"), self.stage_system)
+            if stage not in STAGES:
+                notes.append(f"{ref}: stage of change not readable, counted as unknown")
+                stage = None
             stages.append(StageOfChange(ref, stage, when))
 
     def _task(self, res: dict[str, Any], ref: str) -> TaskRecord | None:

@@ -68,7 +68,9 @@ class Findings:
     withdrawal_refs: tuple[str, ...]
     withdrawal_cows: Measurement | None  # a COWS at or over the withdrawal threshold in 72 h
     latest: dict[str, Measurement]  # newest measurement of each kind, not after as_of
+    measurements: tuple[Measurement, ...]  # not after as_of, newest first
     last_use: LastUse | None
+    last_uses: tuple[LastUse, ...]  # newest first; unknown dates last
     stage: StageOfChange | None  # current (inside its validity) or None = unknown
     known_pregnant: bool
     pregnancy_refs: tuple[str, ...]
@@ -206,15 +208,17 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
             else "OUD diagnosis in remission (history)"
         )
         refs.extend(c.ref for c in oud_conditions)
-    sev = latest.get("severity")
-    if (
-        sev is not None
-        and sev.value is not None
-        and sev.value >= cfg.evidence.severity_evidence_min
-        and timing.may_be_within_days(sev.when, as_of, cfg.evidence.severity_lookback_days)
-    ):
-        reasons.append(f"DSM-5 OUD criteria count {int(sev.value)} in the last 12 months")
-        refs.append(sev.ref)
+    # §2: *an* OUD severity observation >= 2 in the last 12 months (not only the latest).
+    for m in measurements:
+        if (
+            m.kind == "severity"
+            and m.value is not None
+            and m.value >= cfg.evidence.severity_evidence_min
+            and timing.may_be_within_days(m.when, as_of, cfg.evidence.severity_lookback_days)
+        ):
+            reasons.append(f"DSM-5 OUD criteria count {int(m.value)} in the last 12 months")
+            refs.append(m.ref)
+            break
     for o in orders:
         if "buprenorphine-oud" in o.groups and (
             o.status == "active"
@@ -299,8 +303,10 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
             w_refs.append(c.ref)
 
     # --- last use, stage, pregnancy
+    # A last use with no readable date is kept: unknown timing is not "long ago".
     uses = _newest_first(
-        [u for u in facts.last_uses if timing.not_after(u.used, as_of)], lambda u: u.used
+        [u for u in facts.last_uses if u.used is None or timing.not_after(u.used, as_of)],
+        lambda u: u.used,
     )
     last_use = uses[0] if uses else None
     stages = _newest_first(
@@ -352,7 +358,9 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
         withdrawal_refs=tuple(dict.fromkeys(w_refs)),
         withdrawal_cows=withdrawal_cows,
         latest=latest,
+        measurements=tuple(_newest_first(measurements, lambda m: m.when)),
         last_use=last_use,
+        last_uses=tuple(uses),
         stage=stage,
         known_pregnant=bool(preg_refs),
         pregnancy_refs=tuple(dict.fromkeys(preg_refs)),

@@ -91,19 +91,22 @@ def recent_full_agonist_exposure(f: Findings, cfg: PathwayConfig) -> tuple[list[
         if s.analyte == "fentanyl" and s.result is Result.POSITIVE and s.ref not in refs:
             reasons.append(f"fentanyl-positive drug screen {timing.describe(s.when)}")
             refs.append(s.ref)
+    for use in f.last_uses:  # §8: fentanyl at any time in 7 days, whatever came later
+        if use.opioid_type == "fentanyl" and (
+            use.used is None or timing.may_be_within_days(use.used, f.as_of, b.fentanyl_days)
+        ):
+            when = timing.describe(use.used) if use.used else "at an unknown time"
+            reasons.append(
+                f"fentanyl use {when}: needs COWS of {cfg.cows.buprenorphine_start_min}"
+                " or more whatever the hours"
+            )
+            refs.append(use.ref)
+            break
     use = f.last_use
-    if use is not None:
+    if use is not None and use.opioid_type != "fentanyl":
         kind = use.opioid_type or "long-acting"
         untyped = "" if use.opioid_type else " (type not recorded: counted as long-acting)"
-        if kind == "fentanyl":
-            if use.used is None or timing.may_be_within_days(use.used, f.as_of, b.fentanyl_days):
-                when = timing.describe(use.used) if use.used else "at an unknown time"
-                reasons.append(
-                    f"fentanyl use {when}: needs COWS of {cfg.cows.buprenorphine_start_min}"
-                    " or more whatever the hours"
-                )
-                refs.append(use.ref)
-        elif use.used is None:
+        if use.used is None:
             reasons.append("last opioid use recorded without a time")
             refs.append(use.ref)
         else:
@@ -183,7 +186,11 @@ def buprenorphine(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Med
         )
     ages = _ages(patient, f)
     if ages is not None and ages[0] < b.min_age:
-        o.add("caution", f"Age under {b.min_age}: specialist input for adolescent treatment.")
+        o.add(
+            "caution",
+            f"Age under {b.min_age}: specialist input for adolescent treatment.",
+            f"Patient/{patient.id}",
+        )
     if active is None:
         o.add("suitable", "First-line agonist treatment; office-based, no daily clinic visits.")
     if f.known_pregnant:
@@ -232,6 +239,7 @@ def methadone(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Medicat
             "caution",
             f"Age under {m.min_age}: admission of minors to an opioid treatment "
             "program has extra federal conditions.",
+            f"Patient/{patient.id}",
         )
     if active is None:
         reason = (
@@ -419,31 +427,21 @@ def adjunct(name: str, f: Findings, cfg: PathwayConfig) -> MedicationOption:
         *f.withdrawal_refs,
     )
     a = cfg.adjuncts
-    sbp, hr = f.latest.get("sbp"), f.latest.get("hr")
-    if (
-        sbp is not None
-        and sbp.value is not None
-        and sbp.value < a.systolic_bp_min
-        and timing.may_be_within_hours(sbp.when, f.as_of, a.vitals_window_hours)
-    ):
-        o.add(
-            "caution",
-            f"Systolic BP {sbp.value:g} mmHg ({timing.describe(sbp.when)}) under "
-            f"{a.systolic_bp_min:g}: hypotension risk.",
-            sbp.ref,
-        )
-    if (
-        hr is not None
-        and hr.value is not None
-        and hr.value < a.heart_rate_min
-        and timing.may_be_within_hours(hr.when, f.as_of, a.vitals_window_hours)
-    ):
-        o.add(
-            "caution",
-            f"Heart rate {hr.value:g}/min ({timing.describe(hr.when)}) under "
-            f"{a.heart_rate_min:g}: bradycardia risk.",
-            hr.ref,
-        )
+    # Any low reading in the window counts, not only the latest (§4: "in the last 24 h").
+    low = {"sbp": a.systolic_bp_min, "hr": a.heart_rate_min}
+    seen: set[str] = set()
+    for m in f.measurements:
+        if m.kind not in low or m.kind in seen or m.value is None or m.value >= low[m.kind]:
+            continue
+        if not timing.may_be_within_hours(m.when, f.as_of, a.vitals_window_hours):
+            continue
+        seen.add(m.kind)
+        if m.kind == "sbp":
+            text = f"Systolic BP {m.value:g} mmHg ({timing.describe(m.when)}) under {low['sbp']:g}"
+            o.add("caution", text + ": hypotension risk.", m.ref)
+        else:
+            text = f"Heart rate {m.value:g}/min ({timing.describe(m.when)}) under {low['hr']:g}"
+            o.add("caution", text + ": bradycardia risk.", m.ref)
     if name == "clonidine":
         for order in f.has_active(("clonidine",)):
             label = order.name or order.ref

@@ -120,15 +120,20 @@ def plan_tasks(
         )
 
     if not f.active_moud and phase in ("assessment", "stabilization"):
+        window = cfg.cows.assess_window_hours
         cows = f.latest.get("cows")
-        if cows is None or not timing.surely_within_hours(
-            cows.when, f.as_of, cfg.cows.assess_window_hours
-        ):
+        scored = cows is not None and timing.surely_within_hours(cows.when, f.as_of, window)
+        done = any(
+            t.code == "assess-cows"
+            and t.status == "completed"
+            and timing.surely_within_hours(t.when, f.as_of, window)
+            for t in facts.tasks
+        )
+        if not scored and not done:
             p.add(
                 "assess-cows",
-                f"Not on MOUD and no COWS in the last "
-                f"{cfg.cows.assess_window_hours} h: score withdrawal (buprenorphine can start "
-                f"at COWS {cfg.cows.buprenorphine_start_min} or more).",
+                f"Not on MOUD and no COWS in the last {window} h: score withdrawal "
+                f"(buprenorphine can start at COWS {cfg.cows.buprenorphine_start_min} or more).",
                 interval=0,
             )
 

@@ -41,8 +41,9 @@ def may_be_within_hours(when: When | None, as_of: datetime, hours: float) -> boo
 def surely_within_hours(when: When | None, as_of: datetime, hours: float) -> bool:
     if when is None:
         return False
-    latest = min(when.latest, as_of)
-    return when.earliest >= as_of - timedelta(hours=hours) and latest <= as_of
+    # A value cannot have happened after as_of, so a date-only value of today spans
+    # 00:00 .. as_of: it is surely inside when its earliest possible instant is.
+    return as_of - timedelta(hours=hours) <= when.earliest <= as_of
 
 
 def not_after(when: When | None, as_of: datetime) -> bool:

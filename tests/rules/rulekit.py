@@ -60,10 +60,18 @@ WITHDRAWAL_REASON = (SNOMED, "87132004")
 HYPERTENSION_REASON = (ICD10, "I10")
 ALCOHOL_REASON = (ICD10, "F10.20")
 
-PSYCHOSOCIAL = frozenset({
-    "motivational-interviewing", "contingency-management", "cbt", "case-management",
-    "mutual-help", "peer-support", "addiction-counseling", "family-support",
-})
+PSYCHOSOCIAL = frozenset(
+    {
+        "motivational-interviewing",
+        "contingency-management",
+        "cbt",
+        "case-management",
+        "mutual-help",
+        "peer-support",
+        "addiction-counseling",
+        "family-support",
+    }
+)
 
 
 def ref(resource: dict[str, Any]) -> str:
@@ -109,7 +117,7 @@ def advises_stopping_moud(text: str) -> bool:
     """True when a text tells the clinician to stop MOUD. A negated clause ("do not stop MOUD",
     "not by itself a reason to stop treatment") is not advice to stop."""
     for m in _STOP.finditer(text):
-        clause = re.split(r"[.;:!?]", text[:m.start()])[-1]
+        clause = re.split(r"[.;:!?]", text[: m.start()])[-1]
         if not _NEGATION.search(clause):
             return True
     return False

@@ -32,8 +32,13 @@ from rulekit import (
 
 @pytest.mark.parametrize(
     ("system", "code"),
-    [(ICD10, "F11.20"), (ICD10, "F11.10"), (ICD10, "F11.90"), (SNOMED, "5602001"),
-     (SNOMED, "75544000")],
+    [
+        (ICD10, "F11.20"),
+        (ICD10, "F11.10"),
+        (ICD10, "F11.90"),
+        (SNOMED, "5602001"),
+        (SNOMED, "75544000"),
+    ],
 )
 def test_oud_condition_is_oud_evidence(decide, system, code):
     """§2/§1: an OUD Condition (ICD-10-CM F11.*, SNOMED OUD codes) is OUD evidence."""
@@ -74,8 +79,9 @@ def test_refuted_condition_does_not_decide_between_oud_conditions(decide, verifi
     """§8: a refuted / entered-in-error Condition is not "the most recently recorded" one: the
     older remission Condition decides (recovery)."""
     remission = oud_condition(status="remission", recorded="2024-06-01")
-    newer_refuted = condition("F11.20", status="active", recorded="2025-05-01",
-                              verification=verification)
+    newer_refuted = condition(
+        "F11.20", status="active", recorded="2025-05-01", verification=verification
+    )
     d = decide(remission, newer_refuted)
     assert d.phase == "recovery"
 
@@ -110,8 +116,9 @@ def test_remission_icd10_code_is_oud_in_remission(decide, code, status):
         ("2025-01-10T09:00:00Z", "2025-01-10T08:00:00Z", "assessment"),
     ],
 )
-def test_most_recently_recorded_oud_condition_decides(decide, active_recorded,
-                                                      remission_recorded, phase):
+def test_most_recently_recorded_oud_condition_decides(
+    decide, active_recorded, remission_recorded, phase
+):
     """§8: when several OUD Conditions disagree, the most recently recorded decides."""
     active = oud_condition(status="active", recorded=active_recorded)
     remission = oud_condition(status="remission", recorded=remission_recorded)
@@ -138,8 +145,7 @@ def test_condition_date_is_onset_when_no_recorded_date(decide):
     """§8: a Condition's date is its recordedDate, else its onset: a remission Condition with a
     newer onset (and no recordedDate) decides over an older active one."""
     active = oud_condition(status="active", recorded="2024-06-01")
-    remission = with_onset(oud_condition(status="remission", recorded=None),
-                           "2025-03-01T00:00:00Z")
+    remission = with_onset(oud_condition(status="remission", recorded=None), "2025-03-01T00:00:00Z")
     assert decide(active, remission).phase == "recovery"
 
 
@@ -147,16 +153,18 @@ def test_condition_date_is_recorded_date_before_onset(decide):
     """§8: recordedDate wins over onset: a remission Condition recorded 2024-01-01 (onset
     2025-05-01) is older than an active one recorded 2024-06-01."""
     active = oud_condition(status="active", recorded="2024-06-01")
-    remission = with_onset(oud_condition(status="remission", recorded="2024-01-01"),
-                           "2025-05-01T00:00:00Z")
+    remission = with_onset(
+        oud_condition(status="remission", recorded="2024-01-01"), "2025-05-01T00:00:00Z"
+    )
     assert decide(active, remission).phase == "assessment"
 
 
 # ------------------------------------------------------------------ severity observation
 
 
-@pytest.mark.parametrize(("count", "evidence"), [(0, False), (1, False), (2, True), (3, True),
-                                                 (6, True), (11, True)])
+@pytest.mark.parametrize(
+    ("count", "evidence"), [(0, False), (1, False), (2, True), (3, True), (6, True), (11, True)]
+)
 def test_severity_count_of_two_or_more_is_oud_evidence(decide, count, evidence):
     """§2: a DSM-5 criteria count >= 2 in the last 12 months is OUD evidence; 1 is not."""
     s = severity(count, day_ago(30))
@@ -195,8 +203,7 @@ def test_any_severity_of_two_or_more_in_12_months_is_evidence_even_if_latest_is_
         ("unknown", 100, True),
     ],
 )
-def test_buprenorphine_for_oud_prescribed_in_12_months_is_evidence(decide, status, days,
-                                                                   evidence):
+def test_buprenorphine_for_oud_prescribed_in_12_months_is_evidence(decide, status, days, evidence):
     """§2: an OUD-specific buprenorphine product prescribed in the last 12 months (any
     prescription that is history, §8, counts as prescribed) is OUD evidence."""
     m = med(BUP_NALOXONE_FILM, status=status, authored=day_ago(days))
@@ -241,8 +248,7 @@ def test_moud_request_with_oud_reason_code_is_oud_evidence_and_moud(decide, drug
 
 def test_past_moud_request_with_oud_reason_code_is_evidence(decide):
     """§8: the reasonCode rule has no time window; a completed one is a past episode (3b)."""
-    d = decide(med(METHADONE_TABLET, status="completed", authored=day_ago(500),
-                   reason=OUD_REASON))
+    d = decide(med(METHADONE_TABLET, status="completed", authored=day_ago(500), reason=OUD_REASON))
     assert d.oud_evidence is True
     assert d.phase == "recovery"
 
@@ -277,8 +283,9 @@ def test_naltrexone_without_oud_evidence_is_not_moud(decide, reason):
     assert option(d, "naltrexone").status != "active"
 
 
-@pytest.mark.parametrize(("drug", "name"), [(METHADONE_TABLET, "methadone"),
-                                            (NALTREXONE_TABLET, "naltrexone")])
+@pytest.mark.parametrize(
+    ("drug", "name"), [(METHADONE_TABLET, "methadone"), (NALTREXONE_TABLET, "naltrexone")]
+)
 def test_methadone_or_naltrexone_with_oud_condition_is_active_moud(decide, drug, name):
     """§2: active methadone / naltrexone with OUD evidence (a Condition) is active MOUD."""
     m = med(drug, authored=day_ago(60))
@@ -291,9 +298,15 @@ def test_methadone_or_naltrexone_with_oud_condition_is_active_moud(decide, drug,
 # ------------------------------------------------------------------ MedicationRequest status
 
 
-@pytest.mark.parametrize(("status", "phase"), [("completed", "recovery"), ("stopped", "recovery"),
-                                               ("on-hold", "assessment"),
-                                               ("unknown", "assessment")])
+@pytest.mark.parametrize(
+    ("status", "phase"),
+    [
+        ("completed", "recovery"),
+        ("stopped", "recovery"),
+        ("on-hold", "assessment"),
+        ("unknown", "assessment"),
+    ],
+)
 def test_history_statuses_are_not_active_moud(decide, status, phase):
     """§8: only `active` is current; completed / stopped / on-hold / unknown are history.
     Completed and stopped make a past MOUD episode (3b); on-hold and unknown do not (3d)."""
