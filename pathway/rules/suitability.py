@@ -91,16 +91,17 @@ def recent_full_agonist_exposure(f: Findings, cfg: PathwayConfig) -> tuple[list[
         if s.analyte == "fentanyl" and s.result is Result.POSITIVE and s.ref not in refs:
             reasons.append(f"fentanyl-positive drug screen {timing.describe(s.when)}")
             refs.append(s.ref)
-    for use in f.last_uses:  # §8: fentanyl at any time in 7 days, whatever came later
-        if use.opioid_type == "fentanyl" and (
-            use.used is None or timing.may_be_within_days(use.used, f.as_of, b.fentanyl_days)
+    for earlier in f.last_uses:  # §8: fentanyl at any time in 7 days, whatever came later
+        if earlier.opioid_type == "fentanyl" and (
+            earlier.used is None
+            or timing.may_be_within_days(earlier.used, f.as_of, b.fentanyl_days)
         ):
-            when = timing.describe(use.used) if use.used else "at an unknown time"
+            when = timing.describe(earlier.used) if earlier.used else "at an unknown time"
             reasons.append(
                 f"fentanyl use {when}: needs COWS of {cfg.cows.buprenorphine_start_min}"
                 " or more whatever the hours"
             )
-            refs.append(use.ref)
+            refs.append(earlier.ref)
             break
     use = f.last_use
     if use is not None and use.opioid_type != "fentanyl":
