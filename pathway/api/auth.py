@@ -9,6 +9,7 @@ never seen before. Failures are 401 with an OperationOutcome; logs never carry t
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import threading
@@ -100,13 +101,39 @@ class KeySets:
         return jwks
 
 
+_KEY_CACHE: dict[bytes, Any] = {}
+
+
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims, unverified, to find the issuer and key (PyJWT verifies below)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise AuthError("malformed token")
+    try:
+        header = orjson.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+        claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, orjson.JSONDecodeError) as e:
+        raise AuthError("malformed token") from e
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise AuthError("malformed token")
+    return header, claims
+
+
 def _find_key(jwks: dict[str, Any], kid: str, alg: str) -> Any:
     for k in jwks.get("keys", []):
         if isinstance(k, dict) and k.get("kid") == kid:
-            try:
-                return jwt.PyJWK(k, algorithm=alg).key
-            except (jwt.PyJWKError, jwt.InvalidKeyError) as e:
-                raise AuthError("the signing key is not usable") from e
+            # Parsed keys are cached by their full JWK (a rotated key is a new entry).
+            cache_key = orjson.dumps([alg, k], option=orjson.OPT_SORT_KEYS)
+            key = _KEY_CACHE.get(cache_key)
+            if key is None:
+                try:
+                    key = jwt.PyJWK(k, algorithm=alg).key
+                except (jwt.PyJWKError, jwt.InvalidKeyError) as e:
+                    raise AuthError("the signing key is not usable") from e
+                if len(_KEY_CACHE) > 1000:
+                    _KEY_CACHE.clear()
+                _KEY_CACHE[cache_key] = key
+            return key
     raise AuthError("no key with this kid")
 
 
@@ -122,11 +149,7 @@ class Verifier:
         self.keysets = keysets or KeySets()
 
     def verify(self, token: str, audience: str) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as e:
-            raise AuthError("malformed token") from e
+        header, unverified = _peek(token)
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             raise AuthError(f"algorithm {alg!r} not accepted (RS384 or ES384)")

@@ -118,11 +118,14 @@ def parse_when(value: Any) -> When | None:
         if len(v) == 10:
             d = datetime.fromisoformat(v).replace(tzinfo=UTC)
             return When(d, d + timedelta(days=1) - timedelta(microseconds=1), "day")
-        d = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        d = datetime.fromisoformat(v)  # 3.11 reads "Z" and fractions
     except ValueError:
         return None
     # A time without a zone is not valid FHIR; read it as UTC rather than drop it.
-    d = d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    elif d.tzinfo is not UTC:
+        d = d.astimezone(UTC)
     return When(d, d, "instant")
 
 
@@ -212,6 +215,7 @@ class FactReader:
         self.action_system = f"{canon}/CodeSystem/oud-pathway-action"
         self.task_identifier = f"{canon}/task"
         self.aliases = {(a.system, a.code): a.means for a in config.aliases}
+        self._classes: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     # --- results
     def result_of(self, obs: dict[str, Any]) -> Result:
@@ -482,6 +486,17 @@ class FactReader:
             name=name,
         )
 
+    def _classify(self, groups: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Value-set ids -> (drug-screen analytes, measurement kinds), memoised per set."""
+        hit = self._classes.get(groups)
+        if hit is None:
+            hit = (
+                tuple(sorted(ANALYTE_OF[g] for g in groups if g in ANALYTE_OF)),
+                tuple(sorted(MEASUREMENT_OF[g] for g in groups if g in MEASUREMENT_OF)),
+            )
+            self._classes[groups] = hit
+        return hit
+
     def _own_code(self, codings: list[Any]) -> str | None:
         for c in codings:
             if not isinstance(c, dict):
@@ -508,26 +523,24 @@ class FactReader:
             return
         codings = _codings(res.get("code"))
         own = self._own_code(codings)
-        groups = frozenset() if own is not None else self.t.groups(codings)
-        if own is None and not groups and not res.get("component"):
-            return  # not an observation the pathway uses: no need to read its dates
+        analytes: tuple[str, ...] = ()
+        kinds: tuple[str, ...] = ()
+        if own is None:
+            analytes, kinds = self._classify(self.t.groups(codings))
+            if not analytes and not kinds and not res.get("component"):
+                return  # not an observation the pathway uses: no need to read its dates
         when = _first_when(res.get("effectiveDateTime"), res.get("effectiveInstant"))
         if when is None:
             when = _period_when(res.get("effectivePeriod")) or parse_when(res.get("issued"))
         if own is not None:
             self._own_observation(own, res, ref, when, measurements, uses, stages, notes)
             return
-        for g in groups:
-            analyte = ANALYTE_OF.get(g)
-            if analyte is not None:
-                result = self.result_of(res)
-                if result is Result.UNKNOWN:
-                    notes.append(f"{ref}: drug screen result unreadable, counted as unknown")
-                screens.append(DrugScreen(ref, analyte, result, when))
-        for g in groups:
-            kind = MEASUREMENT_OF.get(g)
-            if kind is None:
-                continue
+        for analyte in analytes:
+            result = self.result_of(res)
+            if result is Result.UNKNOWN:
+                notes.append(f"{ref}: drug screen result unreadable, counted as unknown")
+            screens.append(DrugScreen(ref, analyte, result, when))
+        for kind in kinds:
             if kind in ("hcg", "hiv", "hcv"):
                 measurements.append(Measurement(ref, kind, None, when, None, self.result_of(res)))
             elif kind == "pregnancy":

@@ -8,10 +8,13 @@ clear: the patient is stored as a keyed hash so repeated evaluations can be rela
 from __future__ import annotations
 
 import atexit
+import fcntl
 import hashlib
 import hmac
 import logging
 import os
+import secrets
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -110,9 +113,35 @@ def _engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+class _WriterLock:
+    """Serialises SQLite writers of every process with flock: a waiting writer wakes the moment
+    the lock is free, where SQLite's own busy handler would sleep whole milliseconds. A no-op
+    for other databases (PostgreSQL handles concurrent writers itself)."""
+
+    def __init__(self, path: str | None) -> None:
+        self._fd: int | None = None
+        self._local = threading.Lock()
+        if path:
+            self._fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> None:
+        self._local.acquire()
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *_: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._local.release()
+
+
 class Store:
     def __init__(self, url: str, secret: bytes | None = None) -> None:
         self.url = url
+        db_path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
+        self._sqlite_path = db_path if db_path and db_path != ":memory:" else None
+        self._writer = _WriterLock(self._sqlite_path)
+        self._thread = threading.local()
         try:
             self.engine = _engine(url)
             metadata.create_all(self.engine)
@@ -190,7 +219,7 @@ class Store:
         if not rows:
             return 0
         try:
-            with self.engine.begin() as c:
+            with self._writer, self.engine.begin() as c:
                 c.execute(insert(audit), rows)
         except SQLAlchemyError:
             log.error("audit rows could not be written (%d)", len(rows))
@@ -211,14 +240,39 @@ class Store:
 
     # --- JWT replay
     def remember_jti(self, key: str, expires_at: datetime) -> bool:
-        """True the first time a (issuer, jti) is seen; False when it is a replay."""
-        now = datetime.now(UTC)
+        """True the first time a (issuer, jti) is seen; False when it is a replay. On SQLite a
+        plain sqlite3 statement (no ORM round trip): this is on every authenticated call."""
+        key = key[:300]
+        if self._sqlite_path is not None:
+            return self._remember_jti_sqlite(key, expires_at)
         try:
             with self.engine.begin() as c:
-                c.execute(insert(seen_jti).values(key=key[:300], expires_at=expires_at))
+                c.execute(insert(seen_jti).values(key=key, expires_at=expires_at))
         except IntegrityError:
             return False
-        if int(now.timestamp()) % 64 == 0:
+        if secrets.randbelow(256) == 0:
             with self.engine.begin() as c:
-                c.execute(delete(seen_jti).where(seen_jti.c.expires_at < now - timedelta(hours=1)))
+                c.execute(delete(seen_jti).where(seen_jti.c.expires_at < datetime.now(UTC)))
+        return True
+
+    def _remember_jti_sqlite(self, key: str, expires_at: datetime) -> bool:
+        conn = getattr(self._thread, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._sqlite_path, timeout=5, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._thread.conn = conn
+        expires = expires_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        try:
+            with self._writer:
+                conn.execute("INSERT INTO seen_jti (key, expires_at) VALUES (?, ?)", (key, expires))
+                if secrets.randbelow(256) == 0:
+                    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+                    conn.execute("DELETE FROM seen_jti WHERE expires_at < ?", (now,))
+        except sqlite3.IntegrityError:
+            return False
+        except sqlite3.Error as e:
+            raise StoreError(f"replay check failed: {type(e).__name__}") from e
         return True
