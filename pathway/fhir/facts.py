@@ -551,10 +551,9 @@ class FactReader:
         for comp in res.get("component") or []:
             if not isinstance(comp, dict):
                 continue
-            for g in self.t.groups(_codings(comp.get("code"))):
-                kind = MEASUREMENT_OF.get(g)
-                if kind in ("sbp", "hr", "qtc"):
-                    measurements.append(self._quantity(comp, ref, kind, when))
+            for part in self._classify(self.t.groups(_codings(comp.get("code"))))[1]:
+                if part in ("sbp", "hr", "qtc"):
+                    measurements.append(self._quantity(comp, ref, part, when))
 
     def _quantity(self, res: dict[str, Any], ref: str, kind: str, when: When | None) -> Measurement:
         value: float | None = None

@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +259,7 @@ class Store:
         conn = getattr(self._thread, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
-                self._sqlite_path, timeout=5, isolation_level=None, check_same_thread=False
+                str(self._sqlite_path), timeout=5, isolation_level=None, check_same_thread=False
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
