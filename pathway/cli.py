@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,88 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service() -> Any:
+    from pathway.service import Service
+
+    return Service(Settings.from_env())
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Read one patient from a FHIR server, evaluate, and show or write the result."""
+    from pathway.fhir.client import FhirError
+
+    svc = _service()
+    base = args.fhir_base.rstrip("/")
+    client = svc.writeback.client(base)
+    as_of = _as_of(args.as_of)
+    svc.clock = lambda: as_of
+    try:
+        ev = svc.evaluate_from_server(args.patient, client)
+    except FhirError as e:
+        print(f"error: the FHIR server could not be read: {e}", file=sys.stderr)
+        return 1
+    print(summary(ev, svc.evaluator.writer.action_display))
+    if args.dry_run:
+        print("\n(dry run: nothing written)")
+        return 0
+    outcome = svc.writeback.write_now(base, svc.desired_state(ev))
+    if not outcome.ok:
+        print(
+            f"\nerror: write-back failed and stays in the outbox: {outcome.error}", file=sys.stderr
+        )
+        return 1
+    assert outcome.result is not None
+    print(f"\nWrite-back ({outcome.result.mode}):")
+    for line in outcome.result.written or ["nothing changed: nothing written"]:
+        print(f"  {line}")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Load test data into a sandbox FHIR server: transaction Bundles as they are, other
+    Bundles and single resources as a transaction of PUTs (or POSTs without an id)."""
+    from pathway.fhir.client import FhirClient, FhirError
+
+    client = FhirClient(args.fhir_base.rstrip("/"), timeout=60)
+    loaded = 0
+    for name in args.files:
+        data, _ = _read_input(name)
+        if (
+            isinstance(data, dict)
+            and data.get("resourceType") == "Bundle"
+            and data.get("type") in ("transaction", "batch")
+        ):
+            bundle = data
+        else:
+            from pathway.fhir.bundle import flatten
+
+            entries = []
+            for res, url in flatten(data).resources:
+                rid = res.get("id")
+                request = (
+                    {"method": "PUT", "url": f"{res['resourceType']}/{rid}"}
+                    if rid
+                    else {"method": "POST", "url": str(res["resourceType"])}
+                )
+                entries.append(
+                    {
+                        "fullUrl": url or f"urn:uuid:{uuid.uuid4()}",
+                        "resource": res,
+                        "request": request,
+                    }
+                )
+            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        try:
+            client.request("POST", "", body=bundle)
+        except FhirError as e:
+            print(f"{name}: not loaded: {e}", file=sys.stderr)
+            return 1
+        loaded += len(bundle.get("entry") or [])
+        print(f"{name}: {len(bundle.get('entry') or [])} resources")
+    print(f"loaded {loaded} resources into {args.fhir_base}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
@@ -159,6 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--patient", help="patient id when the Bundle holds several")
     ev.add_argument("--format", choices=("text", "fhir"), default="text")
     ev.set_defaults(func=cmd_evaluate)
+
+    sync = sub.add_parser("sync", help="read a patient from a FHIR server, evaluate, write back")
+    sync.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")
+    sync.add_argument("--patient", required=True, help="the patient id")
+    sync.add_argument("--as-of", help="evaluation time (default: now)")
+    sync.add_argument("--dry-run", action="store_true", help="show, write nothing")
+    sync.set_defaults(func=cmd_sync)
+
+    seed = sub.add_parser("seed", help="load FHIR test data into a sandbox server")
+    seed.add_argument("--fhir-base", required=True)
+    seed.add_argument("files", nargs="+", help="Bundles or resources (JSON)")
+    seed.set_defaults(func=cmd_seed)
 
     args = parser.parse_args(argv)
     try:

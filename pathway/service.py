@@ -11,9 +11,11 @@ from typing import Any
 from pathway.api.errors import ApiError
 from pathway.cards import CardBuilder, CardSettings
 from pathway.config import LoadedConfig, load_config
-from pathway.evaluation import Evaluator
+from pathway.evaluation import Evaluation, Evaluator, evidence_dates
+from pathway.fhir.careplan import careplan_urn, task_urn
 from pathway.fhir.client import FhirClient, FhirError, FhirNotFound
 from pathway.fhir.prefetch import render
+from pathway.fhir.writeback import Desired, desired
 from pathway.metrics import Metrics
 from pathway.rules.model import Decision
 from pathway.settings import Settings
@@ -35,6 +37,9 @@ class Service:
             CardSettings.from_services(self.config.services), self.evaluator.writer
         )
         self.metrics = Metrics()
+        from pathway.outbox import WriteBack
+
+        self.writeback = WriteBack(self)
         # The clock is an edge concern: the rules get `as_of`; tests freeze this.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -72,6 +77,85 @@ class Service:
                 "transient",
             ) from e
         return list(found.values())
+
+    def desired_state(self, ev: Evaluation) -> Desired:
+        d = ev.decision
+        return desired(
+            self.evaluator.writer, d, ev.notes, evidence_dates(ev.reading.facts, d.evidence)
+        )
+
+    def after_hook(self, ev: Evaluation, base: str | None, token: str | None) -> list[Any]:
+        """Write-back after a patient-view, as configured; returns systemActions (if any).
+        Never delays the answer: direct writes are queued in the outbox and run behind."""
+        mode = self.settings.writeback
+        base = base or self.settings.fhir_base_url
+        if mode == "off" or base is None:
+            return []
+        if ev.decision.phase == "not-applicable" and mode == "system-actions":
+            return []
+        want = self.desired_state(ev)
+        if mode == "system-actions":
+            return self.system_actions(want)
+        if mode == "direct" and self.settings.writeback_fallback == "system-actions":
+            try:
+                caps = self.writeback.capabilities(base)
+            except FhirError:
+                caps = None  # unknown: queue the write, the outbox finds out
+            if caps is not None and not caps.can_write_plan():
+                return self.system_actions(want)
+        self.writeback.queue(base, want, token)
+        return []
+
+    def evaluate_from_server(self, patient_id: str, client: FhirClient | None = None) -> Evaluation:
+        base = self.settings.fhir_base_url
+        if client is None:
+            if not base:
+                raise FhirError("no FHIR server configured (PATHWAY_FHIR_BASE_URL)")
+            client = self.writeback.client(base)
+        data = list(self.read_patient(client, patient_id).values())
+        return self.evaluator.evaluate(data, self.clock(), patient_id=patient_id)
+
+    def reevaluate(self, patient_id: str) -> None:
+        """Read the patient from the configured FHIR server, evaluate now, write back."""
+        base = self.settings.fhir_base_url
+        if not base:
+            return
+        client = self.writeback.client(base)
+        ev = self.evaluate_from_server(patient_id, client)
+        self.record_decision(ev.decision, "notification")
+        if self.settings.writeback != "off":
+            self.writeback.enqueue(base, self.desired_state(ev))
+            self.writeback.run()
+
+    def reevaluate_later(self, patient_id: str) -> None:
+        def job() -> None:
+            try:
+                self.reevaluate(patient_id)
+            except FhirError as e:
+                log.warning("re-evaluation after a notification failed: %s", type(e).__name__)
+
+        self.writeback.submit(job)
+
+    def system_actions(self, want: Desired) -> list[Any]:
+        if want.phase == "not-applicable":
+            return []
+        canon = self.config.pathway.canonical
+        cp_id = careplan_urn(canon, want.patient_id).removeprefix("urn:uuid:")
+        plan = dict(want.careplan)
+        plan["id"] = cp_id
+        actions: list[Any] = [
+            {"type": "create", "description": "Create the OUD pathway care plan", "resource": plan}
+        ]
+        for code, task in want.tasks.items():
+            body = dict(task)
+            body["id"] = task_urn(canon, want.patient_id, code).removeprefix("urn:uuid:")
+            body["basedOn"] = [{"reference": f"CarePlan/{cp_id}"}]
+            actions.append({"type": "create", "description": f"Add task {code}", "resource": body})
+        for a in plan.get("activity", []):
+            ref = a.get("reference", {}).get("reference", "")
+            if ref.startswith("urn:uuid:"):
+                a["reference"]["reference"] = "Task/" + ref.removeprefix("urn:uuid:")
+        return actions
 
     def metrics_decision(self, service_id: str, phase: str) -> None:
         self.metrics.decisions.labels(service_id, phase).inc()

@@ -18,6 +18,7 @@ from pathway.config import DEFAULT_CONFIG_DIR, DEFAULT_PROFILES_DIR
 
 AUTH_MODES = ("jwt", "off")
 WRITEBACK_MODES = ("off", "direct", "system-actions", "document-reference")
+FALLBACK_MODES = ("document-reference", "system-actions")
 
 
 class SettingsError(ValueError):
@@ -39,6 +40,8 @@ class Settings:
     fhir_allowlist: tuple[str, ...] = ()
     fhir_base_url: str | None = None
     writeback: str = "off"
+    writeback_fallback: str = "document-reference"
+    notification_token: str | None = None
     smart_client_id: str | None = None
     smart_private_key_file: Path | None = None
     smart_token_url: str | None = None
@@ -60,6 +63,8 @@ class Settings:
     def redacted(self) -> dict[str, object]:
         """What may be logged: no secrets (the key file path is shown, never its content)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        if out.get("notification_token"):
+            out["notification_token"] = "***"  # noqa: S105 (a mask, not a password)
         db = str(out["database_url"])
         if "@" in db:  # user:password@host
             scheme, rest = db.split("://", 1)
@@ -102,6 +107,11 @@ class Settings:
         writeback = (get("WRITEBACK") or "off").lower()
         if writeback not in WRITEBACK_MODES:
             raise SettingsError(f"PATHWAY_WRITEBACK must be one of {', '.join(WRITEBACK_MODES)}")
+        fallback = (get("WRITEBACK_FALLBACK") or "document-reference").lower()
+        if fallback not in FALLBACK_MODES:
+            raise SettingsError(
+                f"PATHWAY_WRITEBACK_FALLBACK must be one of {', '.join(FALLBACK_MODES)}"
+            )
         allow = tuple(
             _normalise_base(u) for u in (get("FHIR_ALLOWLIST") or "").split(",") if u.strip()
         )
@@ -133,6 +143,8 @@ class Settings:
             fhir_allowlist=allow,
             fhir_base_url=base,
             writeback=writeback,
+            writeback_fallback=fallback,
+            notification_token=get("NOTIFICATION_TOKEN"),
             smart_client_id=get("SMART_CLIENT_ID"),
             smart_private_key_file=Path(key) if key else None,
             smart_token_url=get("SMART_TOKEN_URL"),

@@ -203,16 +203,22 @@ def call(service_id: str) -> Response:
     )
     decision = evaluation.decision
     notes = [*resolved.notes, *evaluation.notes]
+    system_actions: list[Any] = []
     if hook == "patient-view":
         card = svc.cards.pathway_card(
             decision, notes, evidence_dates(evaluation.reading.facts, decision.evidence)
         )
         cards = [card] if card is not None else []
+        token = (req.get("fhirAuthorization") or {}).get("access_token")
+        system_actions = svc.after_hook(evaluation, fhir_server, token)
     else:
         cards = svc.cards.order_cards(decision)
     svc.record_decision(decision, hook)
     svc.metrics_decision(service_id, decision.phase)
-    return json_response({"cards": cards})
+    body: dict[str, Any] = {"cards": cards}
+    if system_actions:
+        body["systemActions"] = system_actions
+    return json_response(body)
 
 
 @bp.post("/cds-services/<service_id>/feedback")

@@ -107,7 +107,9 @@ class FhirClient:
         return h
 
     def url(self, path: str) -> str:
-        return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}"
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path}" if path else self.base_url
 
     def request(
         self,

@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +68,13 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key", String(200), nullable=False, unique=True),
-    Column("target", String(500), nullable=False),
-    Column("body", Text, nullable=False),
-    Column("status", String(20), nullable=False),  # pending | done | failed
+    Column("key", String(200), nullable=False, index=True),  # base|patient hash
+    Column("target", String(500), nullable=False),  # the FHIR base URL
+    Column("body", Text, nullable=False),  # the desired state (no tokens, ever)
+    Column("status", String(20), nullable=False),  # pending | working | done | failed
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("lease_until", DateTime(timezone=True)),
     Column("last_error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
@@ -237,6 +238,115 @@ class Store:
         self._closed = True
         self._audit_wakeup.set()
         self.flush_audit()
+
+    # --- outbox
+    def outbox_put(self, key: str, target: str, body: str) -> int:
+        """Queue the latest desired state for (target, patient): a pending entry for the same
+        key is replaced (only the newest state is worth writing)."""
+        now = datetime.now(UTC)
+        try:
+            with self._writer, self.engine.begin() as c:
+                c.execute(
+                    delete(outbox).where(
+                        outbox.c.key == key, outbox.c.status.in_(("pending", "failed"))
+                    )
+                )
+                r = c.execute(
+                    insert(outbox).values(
+                        key=key,
+                        target=target,
+                        body=body,
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+                pk = r.inserted_primary_key
+                return int(pk[0]) if pk else 0
+        except SQLAlchemyError as e:
+            raise StoreError(f"outbox write failed: {type(e).__name__}") from e
+
+    def outbox_claim(
+        self, lease_seconds: float = 120, limit: int = 10, only: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Claim due entries (pending and due, or working with an expired lease): each entry
+        is run by one worker at a time, and a killed worker's entry comes back after its
+        lease. Entries of a key another worker is running wait."""
+        now = datetime.now(UTC)
+        claimed: list[dict[str, Any]] = []
+        with self._writer, self.engine.begin() as c:
+            busy = {
+                r.key
+                for r in c.execute(
+                    select(outbox.c.key).where(
+                        outbox.c.status == "working", outbox.c.lease_until >= now
+                    )
+                )
+            }
+            q = (
+                select(outbox)
+                .where(
+                    ((outbox.c.status == "pending") & (outbox.c.next_attempt_at <= now))
+                    | ((outbox.c.status == "working") & (outbox.c.lease_until < now))
+                )
+                .order_by(outbox.c.id)
+                .limit(limit)
+            )
+            if only is not None:
+                q = select(outbox).where(
+                    outbox.c.id == only, outbox.c.status.in_(("pending", "working"))
+                )
+            for row in c.execute(q).fetchall():
+                if row.key in busy and row.status != "working":
+                    continue
+                done = c.execute(
+                    update(outbox)
+                    .where(outbox.c.id == row.id, outbox.c.status == row.status)
+                    .values(
+                        status="working",
+                        lease_until=now + timedelta(seconds=lease_seconds),
+                        attempts=row.attempts + 1,
+                    )
+                )
+                if done.rowcount == 1:
+                    busy.add(row.key)
+                    claimed.append({**row._mapping, "attempts": row.attempts + 1})
+        return claimed
+
+    def outbox_done(self, entry_id: int) -> None:
+        with self._writer, self.engine.begin() as c:
+            c.execute(
+                update(outbox)
+                .where(outbox.c.id == entry_id)
+                .values(status="done", lease_until=None, last_error=None)
+            )
+
+    def outbox_retry(
+        self, entry_id: int, error: str, delay_seconds: float, give_up: bool = False
+    ) -> None:
+        with self._writer, self.engine.begin() as c:
+            c.execute(
+                update(outbox)
+                .where(outbox.c.id == entry_id)
+                .values(
+                    status="failed" if give_up else "pending",
+                    lease_until=None,
+                    last_error=error[:2000],
+                    next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay_seconds),
+                )
+            )
+
+    def outbox_rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(outbox).order_by(outbox.c.id))]
+
+    def outbox_depth(self) -> int:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(outbox.c.id).where(outbox.c.status.in_(("pending", "working")))
+            ).fetchall()
+            return len(rows)
 
     # --- JWT replay
     def remember_jti(self, key: str, expires_at: datetime) -> bool:

@@ -1,0 +1,615 @@
+"""Write the CarePlan, Tasks and Provenance back to the EHR (CONTRACT.md §3), idempotently.
+
+- Nothing is written when nothing changed: the CarePlan carries a fingerprint of the clinical
+  content (phase, flags, medication statuses, evidence, task set); an equal fingerprint and task
+  set means no write, whatever the day-count wording of the reasons.
+- An open Task of ours that is still due is kept as it is; one no longer due is cancelled with a
+  statusReason; a new one is a conditional create on its identifier (open statuses only, so a
+  completed Task of earlier is never reopened or duplicated).
+- Updates carry If-Match; creates carry If-None-Exist; a 412 re-reads and tries again.
+- Only resources with our identifier systems are ever changed.
+- A transaction Bundle when the server supports it; otherwise single requests in a safe order.
+- A Provenance for every write: targets the written resources, agent the service's Device,
+  entities the evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pathway.fhir.bundle import flatten
+from pathway.fhir.careplan import DEVICE_REF, SECURITY, PlanWriter, careplan_urn, task_urn
+from pathway.fhir.client import FhirClient, FhirConflict, FhirError
+from pathway.rules.model import Decision
+
+log = logging.getLogger("pathway.writeback")
+OPEN_TASK_STATUSES = (
+    "draft",
+    "requested",
+    "received",
+    "accepted",
+    "ready",
+    "in-progress",
+    "on-hold",
+)
+MAX_CONFLICT_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    transaction: bool
+    writable: frozenset[str]  # resource types the server lets us create and update
+
+    @classmethod
+    def from_statement(cls, cs: dict[str, Any]) -> Capabilities:
+        transaction = False
+        writable: set[str] = set()
+        for rest in cs.get("rest") or []:
+            if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
+                continue
+            codes = {i.get("code") for i in rest.get("interaction") or [] if isinstance(i, dict)}
+            transaction = transaction or "transaction" in codes
+            for r in rest.get("resource") or []:
+                if not isinstance(r, dict):
+                    continue
+                ops = {i.get("code") for i in r.get("interaction") or [] if isinstance(i, dict)}
+                if {"create", "update"} <= ops:
+                    writable.add(str(r.get("type")))
+        return cls(transaction, frozenset(writable))
+
+    def can_write_plan(self) -> bool:
+        return {"CarePlan", "Task"} <= self.writable
+
+
+@dataclass(slots=True)
+class Desired:
+    """What the EHR should hold for one patient, built from a decision."""
+
+    patient_id: str
+    phase: str
+    careplan: dict[str, Any]
+    tasks: dict[str, dict[str, Any]]
+    evidence: tuple[str, ...]
+    fingerprint: str
+    narrative: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "patient_id": self.patient_id,
+                "phase": self.phase,
+                "careplan": self.careplan,
+                "tasks": self.tasks,
+                "evidence": list(self.evidence),
+                "fingerprint": self.fingerprint,
+                "narrative": self.narrative,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Desired:
+        d = orjson.loads(raw)
+        return cls(
+            d["patient_id"],
+            d["phase"],
+            d["careplan"],
+            d["tasks"],
+            tuple(d["evidence"]),
+            d["fingerprint"],
+            d["narrative"],
+        )
+
+
+@dataclass(slots=True)
+class WriteResult:
+    written: list[str] = field(default_factory=list)  # "created CarePlan/..", "updated Task/.."
+    kept: list[str] = field(default_factory=list)
+    mode: str = "none"  # none | transaction | requests | document-reference
+
+    @property
+    def wrote(self) -> bool:
+        return bool(self.written)
+
+
+def fingerprint(d: Decision) -> str:
+    content = {
+        "phase": d.phase,
+        "rtu": d.return_to_use,
+        "suspected": d.suspected_oud,
+        "meds": sorted((m.medication, m.status, sorted(m.evidence)) for m in d.medications),
+        "tasks": sorted(t.code for t in d.tasks),
+        "evidence": sorted(d.evidence),
+        "flags": sorted((f.code, f.indicator) for f in d.flags if f.order_ref is None),
+    }
+    return hashlib.sha256(orjson.dumps(content)).hexdigest()
+
+
+def desired(writer: PlanWriter, d: Decision, notes: list[str], dates: dict[str, str]) -> Desired:
+    canon = writer.canon
+    task_refs = {t.code: task_urn(canon, d.patient_id, t.code) for t in d.tasks}
+    plan = writer.careplan(d, task_refs, notes, dates)
+    plan["extension"] = [
+        {"url": f"{canon}/StructureDefinition/pathway-fingerprint", "valueString": fingerprint(d)}
+    ]
+    cp_urn = careplan_urn(canon, d.patient_id)
+    tasks = {t.code: writer.task(d, t, cp_urn) for t in d.tasks}
+    return Desired(
+        d.patient_id, d.phase, plan, tasks, d.evidence, fingerprint(d), plan["text"]["div"]
+    )
+
+
+def _fingerprint_of(resource: dict[str, Any], canon: str) -> str | None:
+    for ext in resource.get("extension") or []:
+        if (
+            isinstance(ext, dict)
+            and ext.get("url") == f"{canon}/StructureDefinition/pathway-fingerprint"
+        ):
+            return str(ext.get("valueString"))
+    return None
+
+
+def _has_identifier(resource: dict[str, Any], system: str) -> str | None:
+    for ident in resource.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("system") == system:
+            value = ident.get("value")
+            return str(value) if value is not None else None
+    return None
+
+
+def _version(resource: dict[str, Any]) -> str | None:
+    v = (resource.get("meta") or {}).get("versionId")
+    return str(v) if v is not None else None
+
+
+def _if_match(resource: dict[str, Any]) -> dict[str, str]:
+    v = _version(resource)
+    return {"If-Match": f'W/"{v}"'} if v else {}
+
+
+class Reconciler:
+    def __init__(
+        self,
+        writer: PlanWriter,
+        client: FhirClient,
+        caps: Capabilities,
+        fallback: str = "document-reference",
+        clock: Any = None,
+    ) -> None:
+        self.writer = writer
+        self.canon = writer.canon
+        self.client = client
+        self.caps = caps
+        self.fallback = fallback
+        self._now = clock or (lambda: datetime.now(UTC))
+
+    # ---------------------------------------------------------------- reading
+    def _search(self, query: str) -> list[dict[str, Any]]:
+        return [r for r, _ in flatten(self.client.search(query)).resources]
+
+    def current(self, pid: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        plans = [
+            r
+            for r in self._search(f"CarePlan?identifier={self.canon}/careplan|{pid}")
+            if r.get("resourceType") == "CarePlan"
+            and _has_identifier(r, f"{self.canon}/careplan") == pid
+        ]
+        plans.sort(key=lambda r: (r.get("meta") or {}).get("lastUpdated", ""), reverse=True)
+        if len(plans) > 1:
+            log.warning(
+                "several CarePlans carry our identifier for one patient; the newest "
+                "is reconciled, the others are left alone"
+            )
+        tasks = [
+            r
+            for r in self._search(f"Task?identifier={self.canon}/task|&patient={pid}")
+            if r.get("resourceType") == "Task"
+            and (_has_identifier(r, f"{self.canon}/task") or "").startswith(f"{pid}:")
+        ]
+        return (plans[0] if plans else None), tasks
+
+    # ---------------------------------------------------------------- writing
+    def apply(self, want: Desired) -> WriteResult:
+        if not self.caps.can_write_plan():
+            if self.fallback != "document-reference":
+                raise FhirError(
+                    "the FHIR server does not take CarePlan and Task, and the "
+                    "fallback is not a DocumentReference"
+                )
+            return self.document_reference(want)
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                return self._apply_once(want)
+            except FhirConflict:
+                if attempt == MAX_CONFLICT_RETRIES - 1:
+                    raise
+                log.info("write-back: version conflict, re-reading and trying again")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _apply_once(self, want: Desired) -> WriteResult:
+        pid = want.patient_id
+        plan, tasks = self.current(pid)
+        result = WriteResult()
+        open_by_code: dict[str, dict[str, Any]] = {}
+        for t in tasks:
+            code = (_has_identifier(t, f"{self.canon}/task") or "").split(":", 1)[-1]
+            if t.get("status") in OPEN_TASK_STATUSES:
+                open_by_code.setdefault(code, t)
+
+        if want.phase == "not-applicable":
+            return self._revoke(plan, list(open_by_code.values()), want, result)
+
+        creates: dict[str, dict[str, Any]] = {}
+        for code, task in want.tasks.items():
+            existing = open_by_code.get(code)
+            if existing is not None:
+                result.kept.append(f"Task/{existing['id']}")
+            else:
+                creates[code] = task
+        cancels = [t for code, t in open_by_code.items() if code not in want.tasks]
+
+        task_refs = {
+            code: f"Task/{t['id']}" for code, t in open_by_code.items() if code in want.tasks
+        }
+        task_refs.update({code: task_urn(self.canon, pid, code) for code in creates})
+        plan_body = self._plan_body(want, plan, task_refs)
+        plan_changed = plan is None or (
+            _fingerprint_of(plan, self.canon) != want.fingerprint
+            or plan.get("status") != "active"
+            or sorted(
+                a.get("reference", {}).get("reference", "")
+                for a in plan.get("activity") or []
+                if "reference" in a
+            )
+            != sorted(task_refs.values())
+        )
+        if not creates and not cancels and not plan_changed:
+            if plan is not None:
+                result.kept.append(f"CarePlan/{plan['id']}")
+            return result
+        if self.caps.transaction:
+            return self._transaction(want, plan, plan_body, plan_changed, creates, cancels, result)
+        return self._requests(want, plan, plan_body, plan_changed, creates, cancels, result)
+
+    def _plan_body(
+        self, want: Desired, plan: dict[str, Any] | None, task_refs: dict[str, str]
+    ) -> dict[str, Any]:
+        body = dict(want.careplan)
+        activity = [a for a in body.get("activity", []) if "detail" in a]
+        for code in want.tasks:
+            display = self.writer.action_display.get(code, code)
+            activity.append({"reference": {"reference": task_refs[code], "display": display}})
+        body["activity"] = activity
+        if plan is not None:
+            body["id"] = plan["id"]
+            if plan.get("created"):
+                body["created"] = plan["created"]  # the plan was created then, not now
+        return body
+
+    def _cancelled(self, task: dict[str, Any]) -> dict[str, Any]:
+        body = {k: v for k, v in task.items() if k != "meta"}
+        body["meta"] = {"profile": [self.writer.task_profile], "security": SECURITY}
+        body["status"] = "cancelled"
+        body["statusReason"] = {
+            "text": "No longer due on the OUD care pathway (re-evaluated "
+            f"{self._now().date().isoformat()})."
+        }
+        return body
+
+    def _provenance(self, targets: list[str], evidence: tuple[str, ...]) -> dict[str, Any]:
+        prov: dict[str, Any] = {
+            "resourceType": "Provenance",
+            "meta": {"security": SECURITY},
+            "target": [{"reference": t} for t in targets],
+            "recorded": self._now().isoformat().replace("+00:00", "Z"),
+            "activity": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                        "code": "UPDATE",
+                        "display": "revise",
+                    }
+                ]
+            },
+            "agent": [
+                {
+                    "type": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                                "code": "assembler",
+                                "display": "Assembler",
+                            }
+                        ]
+                    },
+                    "who": DEVICE_REF,
+                }
+            ],
+        }
+        entities = [
+            {"role": "source", "what": {"reference": r}}
+            for r in evidence
+            if r.count("/") == 1 and ":" not in r
+        ]
+        if entities:
+            prov["entity"] = entities
+        return prov
+
+    def _transaction(
+        self,
+        want: Desired,
+        plan: dict[str, Any] | None,
+        plan_body: dict[str, Any],
+        plan_changed: bool,
+        creates: dict[str, dict[str, Any]],
+        cancels: list[dict[str, Any]],
+        result: WriteResult,
+    ) -> WriteResult:
+        pid = want.patient_id
+        entries: list[dict[str, Any]] = []
+        targets: list[str] = []
+        plan_ref = f"CarePlan/{plan['id']}" if plan is not None else careplan_urn(self.canon, pid)
+        if plan_changed:
+            if plan is None:
+                entries.append(
+                    {
+                        "fullUrl": plan_ref,
+                        "resource": plan_body,
+                        "request": {
+                            "method": "POST",
+                            "url": "CarePlan",
+                            "ifNoneExist": f"identifier={self.canon}/careplan|{pid}",
+                        },
+                    }
+                )
+            else:
+                req: dict[str, Any] = {"method": "PUT", "url": plan_ref}
+                if _version(plan):
+                    req["ifMatch"] = f'W/"{_version(plan)}"'
+                entries.append(
+                    {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": plan_body, "request": req}
+                )
+            targets.append(entries[-1]["fullUrl"] if plan is None else plan_ref)
+        for code, task in creates.items():
+            body = dict(task)
+            body["basedOn"] = [{"reference": plan_ref}]
+            url = task_urn(self.canon, pid, code)
+            entries.append(
+                {
+                    "fullUrl": url,
+                    "resource": body,
+                    "request": {
+                        "method": "POST",
+                        "url": "Task",
+                        "ifNoneExist": f"identifier={self.canon}/task|{pid}:{code}"
+                        f"&status={','.join(OPEN_TASK_STATUSES)}",
+                    },
+                }
+            )
+            targets.append(url)
+        for task in cancels:
+            req = {"method": "PUT", "url": f"Task/{task['id']}"}
+            if _version(task):
+                req["ifMatch"] = f'W/"{_version(task)}"'
+            entries.append(
+                {
+                    "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                    "resource": self._cancelled(task),
+                    "request": req,
+                }
+            )
+            targets.append(f"Task/{task['id']}")
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": self._provenance(targets, want.evidence),
+                "request": {"method": "POST", "url": "Provenance"},
+            }
+        )
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        resp = self.client.request("POST", "", body=bundle)
+        result.mode = "transaction"
+        for e, r in zip(entries[:-1], (resp.body or {}).get("entry") or [], strict=False):
+            loc = (r.get("response") or {}).get("location") or e["request"]["url"]
+            verb = "updated" if e["request"]["method"] == "PUT" else "created"
+            result.written.append(f"{verb} {str(loc).split('/_history')[0]}")
+        return result
+
+    def _requests(
+        self,
+        want: Desired,
+        plan: dict[str, Any] | None,
+        plan_body: dict[str, Any],
+        plan_changed: bool,
+        creates: dict[str, dict[str, Any]],
+        cancels: list[dict[str, Any]],
+        result: WriteResult,
+    ) -> WriteResult:
+        """No transactions: CarePlan first (without references to Tasks that do not exist
+        yet), then the Tasks pointing at it, then the CarePlan again with its Tasks."""
+        pid = want.patient_id
+        result.mode = "requests"
+        targets: list[str] = []
+        new_ids: dict[str, str] = {}
+        body = dict(plan_body)
+        if plan is None or plan_changed:
+            body["activity"] = [
+                a
+                for a in body["activity"]
+                if "detail" in a or not a["reference"]["reference"].startswith("urn:")
+            ]
+            if plan is None:
+                r = self.client.request(
+                    "POST",
+                    "CarePlan",
+                    body=body,
+                    headers={"If-None-Exist": f"identifier={self.canon}/careplan|{pid}"},
+                )
+                verb = "created" if r.status == 201 else "found"
+            else:
+                r = self.client.request(
+                    "PUT", f"CarePlan/{plan['id']}", body=body, headers=_if_match(plan)
+                )
+                verb = "updated"
+            plan = r.body if isinstance(r.body, dict) else plan
+            assert plan is not None
+            if verb != "found":
+                result.written.append(f"{verb} CarePlan/{plan['id']}")
+                targets.append(f"CarePlan/{plan['id']}")
+        for code, task in creates.items():
+            tbody = dict(task)
+            tbody["basedOn"] = [{"reference": f"CarePlan/{plan['id']}"}]
+            r = self.client.request(
+                "POST",
+                "Task",
+                body=tbody,
+                headers={
+                    "If-None-Exist": f"identifier={self.canon}/task|{pid}:{code}"
+                    f"&status={','.join(OPEN_TASK_STATUSES)}"
+                },
+            )
+            created = r.body if isinstance(r.body, dict) else {}
+            new_ids[code] = f"Task/{created.get('id')}"
+            if r.status == 201:
+                result.written.append(f"created Task/{created.get('id')}")
+                targets.append(f"Task/{created.get('id')}")
+        for task in cancels:
+            self.client.request(
+                "PUT", f"Task/{task['id']}", body=self._cancelled(task), headers=_if_match(task)
+            )
+            result.written.append(f"updated Task/{task['id']}")
+            targets.append(f"Task/{task['id']}")
+        if new_ids:
+            final = dict(plan_body)
+            final["id"] = plan["id"]
+            final["activity"] = [
+                a
+                if "detail" in a
+                else {
+                    "reference": {
+                        "reference": new_ids.get(
+                            _code_of_urn(a["reference"]["reference"], want, self.canon),
+                            a["reference"]["reference"],
+                        ),
+                        "display": a["reference"].get("display", ""),
+                    }
+                }
+                for a in plan_body["activity"]
+            ]
+            current = self.client.read("CarePlan", plan["id"])
+            self.client.request(
+                "PUT", f"CarePlan/{plan['id']}", body=final, headers=_if_match(current)
+            )
+            if f"CarePlan/{plan['id']}" not in targets:
+                targets.append(f"CarePlan/{plan['id']}")
+        if targets:
+            self.client.request("POST", "Provenance", body=self._provenance(targets, want.evidence))
+        return result
+
+    def _revoke(
+        self,
+        plan: dict[str, Any] | None,
+        open_tasks: list[dict[str, Any]],
+        want: Desired,
+        result: WriteResult,
+    ) -> WriteResult:
+        if plan is None or plan.get("status") != "active":
+            return result
+        body = {k: v for k, v in plan.items() if k != "meta"}
+        body["meta"] = {"profile": [self.writer.careplan_profile], "security": SECURITY}
+        body["status"] = "revoked"
+        targets = [f"CarePlan/{plan['id']}"]
+        self.client.request("PUT", f"CarePlan/{plan['id']}", body=body, headers=_if_match(plan))
+        result.written.append(f"updated CarePlan/{plan['id']}")
+        for task in open_tasks:
+            self.client.request(
+                "PUT", f"Task/{task['id']}", body=self._cancelled(task), headers=_if_match(task)
+            )
+            result.written.append(f"updated Task/{task['id']}")
+            targets.append(f"Task/{task['id']}")
+        self.client.request("POST", "Provenance", body=self._provenance(targets, want.evidence))
+        result.mode = "requests"
+        return result
+
+    def document_reference(self, want: Desired) -> WriteResult:
+        """Fallback for servers that take neither CarePlan nor Task: the narrative as a
+        DocumentReference (when configured and allowed); otherwise nothing can be written."""
+        result = WriteResult(mode="document-reference")
+        if "DocumentReference" not in self.caps.writable:
+            raise FhirError(
+                "the FHIR server accepts neither CarePlan/Task nor the configured fallback"
+            )
+        import base64
+
+        pid = want.patient_id
+        system = f"{self.canon}/careplan-document"
+        doc = {
+            "resourceType": "DocumentReference",
+            "meta": {"security": SECURITY},
+            "identifier": [{"system": system, "value": pid}],
+            "status": "current",
+            "type": {
+                "coding": [
+                    {
+                        "system": "http://loinc.org",
+                        "code": "18776-5",
+                        "display": "Plan of care note",
+                    }
+                ]
+            },
+            "subject": {"reference": f"Patient/{pid}"},
+            "date": self._now().isoformat().replace("+00:00", "Z"),
+            "author": [DEVICE_REF],
+            "description": f"OUD care pathway ({want.phase}); fingerprint {want.fingerprint}",
+            "content": [
+                {
+                    "attachment": {
+                        "contentType": "text/html",
+                        "data": base64.b64encode(want.narrative.encode()).decode(),
+                        "title": "OUD care pathway",
+                    }
+                }
+            ],
+        }
+        found = [
+            r
+            for r in self._search(f"DocumentReference?identifier={system}|{pid}")
+            if r.get("resourceType") == "DocumentReference"
+        ]
+        if found and want.fingerprint in str(found[0].get("description", "")):
+            result.kept.append(f"DocumentReference/{found[0]['id']}")
+            return result
+        if found:
+            doc["id"] = found[0]["id"]
+            self.client.request(
+                "PUT", f"DocumentReference/{doc['id']}", body=doc, headers=_if_match(found[0])
+            )
+            result.written.append(f"updated DocumentReference/{doc['id']}")
+            target = f"DocumentReference/{doc['id']}"
+        else:
+            r = self.client.request(
+                "POST",
+                "DocumentReference",
+                body=doc,
+                headers={"If-None-Exist": f"identifier={system}|{pid}"},
+            )
+            target = f"DocumentReference/{(r.body or {}).get('id')}"
+            result.written.append(f"created {target}")
+        if "Provenance" in self.caps.writable:
+            self.client.request(
+                "POST", "Provenance", body=self._provenance([target], want.evidence)
+            )
+        return result
+
+
+def _code_of_urn(ref: str, want: Desired, canon: str) -> str:
+    for code in want.tasks:
+        if task_urn(canon, want.patient_id, code) == ref:
+            return code
+    return ""

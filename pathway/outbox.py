@@ -1,0 +1,196 @@
+"""Write-back through a durable outbox: nothing is lost, each write lands once.
+
+Every write-back is first stored (the desired state, never a token) and then run: at once in a
+background thread after a hook, or in the foreground for `pathway sync`. A failed run stays in
+the outbox and is retried with backoff by a sweeper thread; a worker killed mid-run leaves a
+lease that expires, and the entry is run again. Reconciliation is idempotent, so a rerun after a
+write that did land writes nothing more. One patient is reconciled by one worker at a time
+(a per-patient lock that holds across processes on one host; conditional creates on the
+identifier cover replicas).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pathway.fhir.client import FhirClient, FhirError
+from pathway.fhir.smart import SigningKey, SmartBackendAuth
+from pathway.fhir.writeback import Capabilities, Desired, Reconciler, WriteResult
+
+if TYPE_CHECKING:
+    from pathway.service import Service
+
+log = logging.getLogger("pathway.outbox")
+CAPABILITIES_TTL_SECONDS = 3600
+MAX_ATTEMPTS = 20
+SWEEP_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    entry_id: int
+    ok: bool
+    result: WriteResult | None
+    error: str | None = None
+
+
+class WriteBack:
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self._caps: dict[str, tuple[float, Capabilities]] = {}
+        self._tokens: dict[int, str] = {}  # hook tokens, in memory only, for the first run
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="writeback")
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._lock_dir = _lock_dir(svc.settings.database_url)
+        self._smart: SmartBackendAuth | None = None
+        s = svc.settings
+        if s.smart_client_id and s.smart_private_key_file and s.smart_token_url:
+            self._smart = SmartBackendAuth(
+                s.smart_token_url,
+                s.smart_client_id,
+                SigningKey.from_file(s.smart_private_key_file),
+                timeout=s.http_timeout_seconds,
+            )
+        self.sleep: Callable[[float], None] = time.sleep
+
+    # ------------------------------------------------------------ clients and capabilities
+    def client(self, base: str, token: str | None = None) -> FhirClient:
+        auth: str | Callable[[], str | None] | None = token
+        if self._smart is not None:
+            auth = self._smart
+        return FhirClient(
+            base, token=auth, timeout=self.svc.settings.http_timeout_seconds, sleep=self.sleep
+        )
+
+    def capabilities(self, base: str, client: FhirClient | None = None) -> Capabilities:
+        hit = self._caps.get(base)
+        if hit is not None and time.monotonic() - hit[0] < CAPABILITIES_TTL_SECONDS:
+            return hit[1]
+        caps = Capabilities.from_statement((client or self.client(base)).capabilities())
+        self._caps[base] = (time.monotonic(), caps)
+        return caps
+
+    # ------------------------------------------------------------ queueing and running
+    @staticmethod
+    def key(base: str, patient_id: str) -> str:
+        return hashlib.sha256(f"{base}|{patient_id}".encode()).hexdigest()
+
+    def enqueue(self, base: str, want: Desired, token: str | None = None) -> int:
+        entry = self.svc.store.outbox_put(
+            self.key(base, want.patient_id), base, want.to_json().decode()
+        )
+        if token:
+            self._tokens[entry] = token
+        self.svc.metrics.outbox_depth.inc()
+        return entry
+
+    def queue(self, base: str, want: Desired, token: str | None = None) -> int:
+        """Store, then run in the background (the hook does not wait for the EHR)."""
+        entry = self.enqueue(base, want, token)
+        self._executor.submit(self._run_logged, entry)
+        return entry
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._executor.submit(job)
+
+    def write_now(self, base: str, want: Desired, token: str | None = None) -> Outcome:
+        entry = self.enqueue(base, want, token)
+        outcomes = self.run(only=entry)
+        return outcomes[0] if outcomes else Outcome(entry, False, None, "not claimed")
+
+    def _run_logged(self, entry: int) -> None:
+        try:
+            self.run(only=entry)
+        except Exception:  # a background thread must not die silently
+            log.exception("write-back run failed unexpectedly")
+
+    def run(self, only: int | None = None) -> list[Outcome]:
+        outcomes = []
+        for row in self.svc.store.outbox_claim(only=only):
+            outcomes.append(self._run_entry(row))
+        self.svc.metrics.outbox_depth.set(self.svc.store.outbox_depth())
+        return outcomes
+
+    def _run_entry(self, row: dict[str, Any]) -> Outcome:
+        entry = int(row["id"])
+        want = Desired.from_json(row["body"])
+        base = str(row["target"])
+        token = self._tokens.pop(entry, None)
+        try:
+            with self.patient_lock(row["key"]):
+                client = self.client(base, token)
+                caps = self.capabilities(base, client)
+                reconciler = Reconciler(
+                    self.svc.evaluator.writer, client, caps, self.svc.settings.writeback_fallback
+                )
+                if self.svc.settings.writeback == "document-reference":
+                    result = reconciler.document_reference(want)
+                else:
+                    result = reconciler.apply(want)
+        except FhirError as e:
+            attempts = int(row["attempts"])
+            give_up = attempts >= MAX_ATTEMPTS
+            delay = min(2.0**attempts, 300.0)
+            self.svc.store.outbox_retry(entry, str(e), delay, give_up=give_up)
+            self.svc.metrics.writeback.labels("failed" if give_up else "retry").inc()
+            log.warning(
+                "write-back to the FHIR server failed (attempt %d%s): %s",
+                attempts,
+                ", giving up" if give_up else f", retry in {delay:.0f}s",
+                type(e).__name__,
+            )
+            return Outcome(entry, False, None, str(e))
+        self.svc.store.outbox_done(entry)
+        self.svc.metrics.writeback.labels("written" if result.wrote else "unchanged").inc()
+        return Outcome(entry, True, result)
+
+    @contextmanager
+    def patient_lock(self, key: str) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            self._lock_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._lock_dir / f"{key[:2]}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    # ------------------------------------------------------------ the sweeper
+    def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep, name="outbox-sweeper", daemon=True)
+            self._sweeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._executor.shutdown(wait=True)
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(SWEEP_SECONDS):
+            try:
+                self.run()
+            except Exception:
+                log.exception("outbox sweep failed")
+
+
+def _lock_dir(database_url: str) -> Path:
+    if database_url.startswith("sqlite:///") and database_url != "sqlite:///:memory:":
+        return Path(database_url[len("sqlite:///") :]).parent / "locks"
+    return Path(os.environ.get("TMPDIR", "/tmp")) / "oud-pathway-locks"  # noqa: S108
