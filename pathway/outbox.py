@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,7 @@ class WriteBack:
         self._tokens: dict[int, str] = {}  # hook tokens, in memory only, for the first run
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="writeback")
         self._stop = threading.Event()
+        self._pending: list[Future[None]] = []
         self._sweeper: threading.Thread | None = None
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -101,11 +102,16 @@ class WriteBack:
     def queue(self, base: str, want: Desired, token: str | None = None) -> int:
         """Store, then run in the background (the hook does not wait for the EHR)."""
         entry = self.enqueue(base, want, token)
-        self._executor.submit(self._run_logged, entry)
+        self._pending.append(self._executor.submit(self._run_logged, entry))
         return entry
 
     def submit(self, job: Callable[[], None]) -> None:
-        self._executor.submit(job)
+        self._pending.append(self._executor.submit(job))
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait for the background runs started so far (tests, shutdown)."""
+        pending, self._pending = self._pending, []
+        wait(pending, timeout=timeout)
 
     def write_now(self, base: str, want: Desired, token: str | None = None) -> Outcome:
         entry = self.enqueue(base, want, token)

@@ -146,6 +146,18 @@ def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, An
     return pid.removeprefix("Patient/"), drafts
 
 
+def _active_careplan(data: list[Any], svc: Service) -> bool:
+    system = f"{svc.config.pathway.canonical}/careplan"
+    return any(
+        r.get("resourceType") == "CarePlan"
+        and r.get("status") == "active"
+        and any(
+            isinstance(i, dict) and i.get("system") == system for i in r.get("identifier") or []
+        )
+        for r, _ in flatten(data).resources
+    )
+
+
 @bp.post("/cds-services/<service_id>")
 @require_caller
 def call(service_id: str) -> Response:
@@ -210,7 +222,9 @@ def call(service_id: str) -> Response:
         )
         cards = [card] if card is not None else []
         token = (req.get("fhirAuthorization") or {}).get("access_token")
-        system_actions = svc.after_hook(evaluation, fhir_server, token)
+        # Outside the pathway there is something to write only if a plan of ours is active.
+        if decision.phase != "not-applicable" or _active_careplan(resolved.data, svc):
+            system_actions = svc.after_hook(evaluation, fhir_server, token)
     else:
         cards = svc.cards.order_cards(decision)
     svc.record_decision(decision, hook)

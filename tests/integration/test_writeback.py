@@ -1,0 +1,484 @@
+"""Write-back against a real FHIR server on loopback (Medplum's in-memory repository, with our
+profiles' FHIRPath constraints enforced by the server): CONTRACT.md §3."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import requests
+from builders import cows, iso, stage, uds
+from flask import Flask
+from medplum_server import MedplumServer
+
+from pathway import create_app
+from pathway.cli import main as cli
+from pathway.config import DEFAULT_PROFILES_DIR, LoadedConfig
+from pathway.fhir.profiles import load_profiles, validate_by_meta
+from pathway.service import Service
+from pathway.settings import Settings
+
+pytestmark = pytest.mark.integration
+CANON = "https://oud-pathway.github.io/fhir"
+SCENARIOS = Path(__file__).parent.parent / "data" / "scenarios"
+PROFILES = load_profiles()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[MedplumServer]:
+    with MedplumServer(DEFAULT_PROFILES_DIR) as s:
+        yield s
+
+
+@pytest.fixture
+def fhir(server: MedplumServer) -> MedplumServer:
+    server.resume()
+    server.reset()
+    return server
+
+
+def _settings(tmp_path: Path, base: str, **extra: str) -> Settings:
+    return Settings.from_mapping(
+        {
+            "PATHWAY_AUTH_MODE": "off",
+            "PATHWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+            "PATHWAY_FHIR_ALLOWLIST": base,
+            "PATHWAY_FHIR_BASE_URL": base,
+            "PATHWAY_WRITEBACK": "direct",
+            "PATHWAY_HTTP_TIMEOUT_SECONDS": "5",
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+def app(tmp_path: Path, config: LoadedConfig, fhir: MedplumServer) -> Iterator[Flask]:
+    application = create_app(
+        {"settings": _settings(tmp_path, fhir.base), "config": config, "START_OUTBOX": False}
+    )
+    svc: Service = application.extensions["pathway"]
+    svc.writeback.sleep = lambda _s: None  # retries without waiting
+    yield application
+    svc.writeback.drain()
+
+
+def svc_of(app: Flask) -> Service:
+    service: Service = app.extensions["pathway"]
+    return service
+
+
+def scenario(name: str) -> dict[str, Any]:
+    case: dict[str, Any] = orjson.loads((SCENARIOS / f"{name}.json").read_bytes())
+    return case
+
+
+def seed(fhir: MedplumServer, *resources: dict[str, Any]) -> None:
+    entries = [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in resources
+    ]
+    r = requests.post(
+        fhir.base,
+        json={"resourceType": "Bundle", "type": "transaction", "entry": entries},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+
+
+def seed_case(fhir: MedplumServer, name: str) -> datetime:
+    case = scenario(name)
+    seed(fhir, *(e["resource"] for e in case["bundle"]["entry"]))
+    return datetime.fromisoformat(case["asOf"].replace("Z", "+00:00"))
+
+
+def hook(app: Flask, fhir: MedplumServer, when: datetime) -> dict[str, Any]:
+    svc_of(app).clock = lambda: when
+    resp = app.test_client().post(
+        "/cds-services/oud-pathway",
+        json={
+            "hook": "patient-view",
+            "hookInstance": "i",
+            "fhirServer": fhir.base,
+            "context": {"patientId": "p1", "userId": "Practitioner/x"},
+        },
+    )
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    svc_of(app).writeback.drain()
+    body: dict[str, Any] = resp.get_json()
+    return body
+
+
+def search(fhir: MedplumServer, query: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    url: str | None = f"{fhir.base}/{query}"
+    while url:
+        b = requests.get(url, timeout=10).json()
+        out.extend(e["resource"] for e in b.get("entry", []))
+        url = next((lk["url"] for lk in b.get("link", []) if lk["relation"] == "next"), None)
+    return out
+
+
+def ours(fhir: MedplumServer) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    plans = search(fhir, f"CarePlan?identifier={CANON}/careplan|p1")
+    tasks = search(fhir, f"Task?identifier={CANON}/task|&patient=p1")
+    return plans, tasks
+
+
+def open_codes(tasks: list[dict[str, Any]]) -> set[str]:
+    return {t["code"]["coding"][0]["code"] for t in tasks if t["status"] == "requested"}
+
+
+def versions(fhir: MedplumServer, resources: list[dict[str, Any]]) -> dict[str, int]:
+    return {
+        f"{r['resourceType']}/{r['id']}": fhir.versions(r["resourceType"], r["id"])
+        for r in resources
+    }
+
+
+# ------------------------------------------------------------------ the main path
+
+
+def test_hook_writes_a_valid_careplan_tasks_and_provenance(app: Flask, fhir: MedplumServer) -> None:
+    when = seed_case(fhir, "bup-day45-fentanyl-return-to-use")
+    hook(app, fhir, when)
+    plans, tasks = ours(fhir)
+    assert len(plans) == 1
+    plan = plans[0]
+    assert plan["status"] == "active"
+    assert {c["coding"][0]["code"] for c in plan["category"]} >= {"stabilization", "return-to-use"}
+    assert validate_by_meta(plan, PROFILES) == []
+    for t in tasks:
+        assert validate_by_meta(t, PROFILES) == []
+        assert t["basedOn"][0]["reference"] == f"CarePlan/{plan['id']}"
+    assert {"contingency-management", "family-support", "follow-up-visit"} <= open_codes(tasks)
+    refs = {a["reference"]["reference"] for a in plan["activity"] if "reference" in a}
+    assert refs == {f"Task/{t['id']}" for t in tasks}
+    provenance = search(fhir, "Provenance")
+    assert provenance, "every write has a Provenance"
+    targets = {t["reference"].split("/_history")[0] for p in provenance for t in p["target"]}
+    assert f"CarePlan/{plan['id']}" in targets
+    assert all(
+        p["agent"][0]["who"]["reference"] == "Device/oud-pathway-service" for p in provenance
+    )
+    assert any(
+        e["what"]["reference"] == "Observation/obs-3"
+        for p in provenance
+        for e in p.get("entity", [])
+    )
+
+
+def test_the_same_evaluation_again_writes_nothing(app: Flask, fhir: MedplumServer) -> None:
+    when = seed_case(fhir, "oud-dx-no-moud")
+    hook(app, fhir, when)
+    plans, tasks = ours(fhir)
+    before = versions(fhir, plans + tasks)
+    provenance = fhir.count("Provenance")
+    outcome_rows = len(svc_of(app).store.outbox_rows())
+    hook(app, fhir, when + timedelta(minutes=5))
+    plans2, tasks2 = ours(fhir)
+    assert versions(fhir, plans2 + tasks2) == before
+    assert fhir.count("Provenance") == provenance
+    assert len(svc_of(app).store.outbox_rows()) == outcome_rows + 1  # ran, found no change
+
+
+def test_changed_data_makes_one_new_version_and_cancels_obsolete_tasks(
+    app: Flask, fhir: MedplumServer
+) -> None:
+    when = seed_case(fhir, "oud-dx-no-moud")
+    hook(app, fhir, when)
+    (plan,), tasks = ours(fhir)
+    assert "assess-readiness" in open_codes(tasks)
+    # New data: a stage of change (action) and a negative opioid screen.
+    new = [
+        stage("action", iso(when - timedelta(days=1))),
+        uds("19295-5", "neg", iso(when - timedelta(days=1))),
+        uds("59673-4", "neg", iso(when - timedelta(days=1))),
+    ]
+    seed(fhir, *new)
+    hook(app, fhir, when + timedelta(hours=1))
+    (_plan2,), tasks2 = ours(fhir)
+    assert fhir.versions("CarePlan", plan["id"]) == 2
+    cancelled = {t["code"]["coding"][0]["code"]: t for t in tasks2 if t["status"] == "cancelled"}
+    assert {"assess-readiness", "motivational-interviewing"} <= set(cancelled)
+    assert all(t["statusReason"]["text"] for t in cancelled.values())
+    assert {"cbt", "case-management"} <= open_codes(tasks2)
+
+
+def test_eight_concurrent_evaluations_make_one_careplan(app: Flask, fhir: MedplumServer) -> None:
+    when = seed_case(fhir, "bup-day10-stabilization")
+    svc = svc_of(app)
+    svc.clock = lambda: when
+    ev = svc.evaluate_from_server("p1")
+    want = svc.desired_state(ev)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            svc.writeback.write_now(fhir.base, want)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    plans, tasks = ours(fhir)
+    assert len(plans) == 1
+    codes = [t["code"]["coding"][0]["code"] for t in tasks]
+    assert len(codes) == len(set(codes)), "one Task per code"
+
+
+def test_server_down_during_a_write_then_back_lands_exactly_once(
+    app: Flask, fhir: MedplumServer
+) -> None:
+    when = seed_case(fhir, "oud-dx-no-moud")
+    svc = svc_of(app)
+    svc.clock = lambda: when
+    want = svc.desired_state(svc.evaluate_from_server("p1"))
+    fhir.pause()
+    try:
+        outcome = svc.writeback.write_now(fhir.base, want)
+    finally:
+        fhir.resume()
+    assert not outcome.ok
+    (row,) = [r for r in svc.store.outbox_rows() if r["id"] == outcome.entry_id]
+    assert row["status"] == "pending" and row["last_error"]
+    assert fhir.count("CarePlan") == 0
+    # The server is back: the kept entry is retried and lands, once.
+    (retry,) = svc.writeback.run(only=outcome.entry_id)
+    assert retry.ok and retry.result is not None and retry.result.wrote
+    again = svc.writeback.run(only=outcome.entry_id)
+    assert again == []  # done: not claimed again
+    plans, _tasks = ours(fhir)
+    assert len(plans) == 1
+    assert fhir.versions("CarePlan", plans[0]["id"]) == 1
+
+
+def test_a_restart_loses_nothing(tmp_path: Path, config: LoadedConfig, fhir: MedplumServer) -> None:
+    """The outbox survives the process: a new app over the same database runs the entry."""
+    when = seed_case(fhir, "oud-dx-no-moud")
+    first = create_app(
+        {"settings": _settings(tmp_path, fhir.base), "config": config, "START_OUTBOX": False}
+    )
+    svc = svc_of(first)
+    svc.clock = lambda: when
+    svc.writeback.enqueue(fhir.base, svc.desired_state(svc.evaluate_from_server("p1")))
+    # "killed" before running it; a new process starts
+    second = create_app(
+        {"settings": _settings(tmp_path, fhir.base), "config": config, "START_OUTBOX": False}
+    )
+    (outcome,) = svc_of(second).writeback.run()
+    assert outcome.ok
+    assert fhir.count("CarePlan") == 1
+
+
+def test_a_task_completed_in_the_ehr_is_not_recreated(app: Flask, fhir: MedplumServer) -> None:
+    when = seed_case(fhir, "oud-dx-no-moud")
+    hook(app, fhir, when)
+    _, tasks = ours(fhir)
+    uds_task = next(t for t in tasks if t["code"]["coding"][0]["code"] == "collect-uds")
+    done = dict(uds_task)
+    done["status"] = "completed"
+    done["executionPeriod"] = {"end": iso(when + timedelta(hours=2))}
+    r = requests.put(f"{fhir.base}/Task/{uds_task['id']}", json=done, timeout=10)
+    assert r.status_code == 200, r.text
+    hook(app, fhir, when + timedelta(days=1))
+    _, tasks2 = ours(fhir)
+    collect = [t for t in tasks2 if t["code"]["coding"][0]["code"] == "collect-uds"]
+    assert [t["status"] for t in collect] == ["completed"]
+
+
+def test_resources_not_made_by_the_service_are_never_changed(
+    app: Flask, fhir: MedplumServer
+) -> None:
+    when = seed_case(fhir, "oud-dx-no-moud")
+    theirs: list[dict[str, Any]] = [
+        {
+            "resourceType": "CarePlan",
+            "id": "ehr-plan",
+            "status": "active",
+            "intent": "plan",
+            "subject": {"reference": "Patient/p1"},
+        },
+        {
+            "resourceType": "Task",
+            "id": "ehr-task",
+            "status": "requested",
+            "intent": "order",
+            "for": {"reference": "Patient/p1"},
+            "identifier": [{"system": "https://ehr.example.org/tasks", "value": "p1:collect-uds"}],
+            "code": {
+                "coding": [
+                    {"system": f"{CANON}/CodeSystem/oud-pathway-action", "code": "collect-uds"}
+                ]
+            },
+        },
+    ]
+    seed(fhir, *theirs)
+    hook(app, fhir, when)
+    hook(app, fhir, when + timedelta(days=40))  # a later evaluation that cancels/changes ours
+    assert fhir.versions("CarePlan", "ehr-plan") == 1
+    assert fhir.versions("Task", "ehr-task") == 1
+
+
+def test_not_applicable_revokes_our_careplan(app: Flask, fhir: MedplumServer) -> None:
+    when = seed_case(fhir, "oud-dx-no-moud")
+    hook(app, fhir, when)
+    # The diagnosis is entered in error: the pathway no longer applies.
+    cond = scenario("oud-dx-no-moud")["bundle"]["entry"][1]["resource"]
+    cond = {
+        **cond,
+        "verificationStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": "entered-in-error",
+                }
+            ]
+        },
+    }
+    seed(fhir, cond)
+    body = hook(app, fhir, when + timedelta(hours=1))
+    assert body == {"cards": []}
+    (plan,), tasks = ours(fhir)
+    assert plan["status"] == "revoked"
+    assert all(t["status"] == "cancelled" for t in tasks)
+
+
+# ------------------------------------------------------------------ fallbacks
+
+
+def test_read_only_server_gets_a_document_reference(tmp_path: Path, config: LoadedConfig) -> None:
+    with MedplumServer(DEFAULT_PROFILES_DIR, read_only=["CarePlan", "Task"]) as ro:
+        when = seed_case(ro, "oud-dx-no-moud")
+        application = create_app(
+            {"settings": _settings(tmp_path, ro.base), "config": config, "START_OUTBOX": False}
+        )
+        hook(application, ro, when)
+        assert ro.count("CarePlan") == 0 and ro.count("Task") == 0
+        docs = search(ro, f"DocumentReference?identifier={CANON}/careplan-document|p1")
+        assert len(docs) == 1
+        assert docs[0]["content"][0]["attachment"]["contentType"] == "text/html"
+        hook(application, ro, when + timedelta(minutes=1))
+        assert ro.versions("DocumentReference", docs[0]["id"]) == 1  # unchanged: no write
+
+
+def test_read_only_server_with_system_actions_fallback(
+    tmp_path: Path, config: LoadedConfig
+) -> None:
+    with MedplumServer(DEFAULT_PROFILES_DIR, read_only=["CarePlan", "Task"]) as ro:
+        when = seed_case(ro, "oud-dx-no-moud")
+        settings = _settings(tmp_path, ro.base, PATHWAY_WRITEBACK_FALLBACK="system-actions")
+        application = create_app({"settings": settings, "config": config, "START_OUTBOX": False})
+        body = hook(application, ro, when)
+        kinds = [a["resource"]["resourceType"] for a in body["systemActions"]]
+        assert kinds[0] == "CarePlan" and set(kinds[1:]) == {"Task"}
+        assert ro.count("DocumentReference") == 0
+
+
+# ------------------------------------------------------------------ notifications, CLI
+
+
+def test_notification_re_evaluates_and_writes(app: Flask, fhir: MedplumServer) -> None:
+    when = seed_case(fhir, "oud-dx-no-moud")
+    svc_of(app).clock = lambda: when
+    obs = cows(9, iso(when - timedelta(hours=1)))
+    seed(fhir, obs)
+    resp = app.test_client().post("/notifications", json=obs)
+    assert resp.status_code == 202
+    svc_of(app).writeback.drain()
+    plans, _ = ours(fhir)
+    assert len(plans) == 1
+    assert {c["coding"][0]["code"] for c in plans[0]["category"]} >= {"stabilization"}
+
+
+def test_topic_notification_bundle_with_focus_reference(app: Flask, fhir: MedplumServer) -> None:
+    when = seed_case(fhir, "oud-dx-no-moud")
+    svc_of(app).clock = lambda: when
+    obs = cows(9, iso(when - timedelta(hours=1)))
+    seed(fhir, obs)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "SubscriptionStatus",
+                    "status": "active",
+                    "type": "event-notification",
+                    "notificationEvent": [
+                        {"eventNumber": "1", "focus": {"reference": f"Observation/{obs['id']}"}}
+                    ],
+                }
+            }
+        ],
+    }
+    resp = app.test_client().post("/notifications", json=bundle)
+    assert resp.status_code == 202
+    svc_of(app).writeback.drain()
+    assert fhir.count("CarePlan") == 1
+
+
+def test_cli_seed_and_sync(
+    fhir: MedplumServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    case = scenario("on-methadone-maintenance")
+    f = tmp_path / "case.json"
+    f.write_bytes(orjson.dumps(case["bundle"]))
+    assert cli(["seed", "--fhir-base", fhir.base, str(f)]) == 0
+    monkeypatch.setenv("PATHWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    assert (
+        cli(
+            [
+                "sync",
+                "--fhir-base",
+                fhir.base,
+                "--patient",
+                "p1",
+                "--as-of",
+                case["asOf"],
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    assert "Phase: maintenance" in capsys.readouterr().out
+    assert fhir.count("CarePlan") == 0
+    assert cli(["sync", "--fhir-base", fhir.base, "--patient", "p1", "--as-of", case["asOf"]]) == 0
+    assert "created CarePlan/" in capsys.readouterr().out
+    assert cli(["sync", "--fhir-base", fhir.base, "--patient", "p1", "--as-of", case["asOf"]]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+    assert fhir.count("CarePlan") == 1
+
+
+def test_synthea_patient_end_to_end(app: Flask, fhir: MedplumServer) -> None:
+    path = next(
+        (Path(__file__).parent.parent / "data" / "external" / "synthea-smart-r4").glob(
+            "Gilberto_Orosco_*.json"
+        )
+    )
+    r = requests.post(
+        fhir.base,
+        data=path.read_bytes(),
+        timeout=120,
+        headers={"Content-Type": "application/fhir+json"},
+    )
+    assert r.status_code == 200, r.text[:500]
+    patient = search(fhir, "Patient")[0]
+    svc = svc_of(app)
+    svc.clock = lambda: datetime(2026, 11, 22, tzinfo=UTC)
+    ev = svc.evaluate_from_server(patient["id"])
+    assert ev.decision.phase == "assessment"
+    outcome = svc.writeback.write_now(fhir.base, svc.desired_state(ev))
+    assert outcome.ok
+    assert fhir.count("CarePlan") == 1
