@@ -11,11 +11,16 @@ $(BIN)/pathway: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-setup: $(BIN)/pathway
+# The loopback FHIR server of the integration tests (Medplum's in-memory repository, Node 20).
+FHIRSERVER := tests/fhirserver/node_modules/.package-lock.json
+$(FHIRSERVER): tests/fhirserver/package-lock.json
+	npm ci --prefix tests/fhirserver --no-audit --no-fund --loglevel=error
+
+setup: $(BIN)/pathway $(FHIRSERVER)
 
 # Development server on the embedded default (SQLite under ./var). Caller authentication is
 # switched off explicitly here (a loud warning is logged): never run this way with patient data.
-run: setup
+run: $(BIN)/pathway
 	PATHWAY_AUTH_MODE=$${PATHWAY_AUTH_MODE:-off} $(BIN)/pathway serve
 
 # Lint, format check, types and the whole test suite: the same command CI runs.
@@ -35,4 +40,4 @@ bench: setup
 	$(BIN)/python scripts/benchmark.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/fhirserver/node_modules

@@ -109,11 +109,21 @@ def med(
     return r
 
 
+def _category(code: str) -> dict[str, Any]:
+    """US Core requires an Observation category; EHR searches (and our prefetch) filter on it."""
+    return {
+        "coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": code}
+        ]
+    }
+
+
 def own_obs(code: str, when: str, pid: str = "p1", **value: Any) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
         "id": _id("obs"),
         "status": "final",
+        "category": [_category("survey")],
         "code": {"coding": [{"system": OBS, "code": code}]},
         "subject": {"reference": f"Patient/{pid}"},
         "effectiveDateTime": when,
@@ -161,6 +171,7 @@ def lab(loinc: str, when: str, pid: str = "p1", **value: Any) -> dict[str, Any]:
         "resourceType": "Observation",
         "id": _id("obs"),
         "status": "final",
+        "category": [_category("laboratory")],
         "code": {"coding": [{"system": LOINC, "code": loinc}]},
         "subject": {"reference": f"Patient/{pid}"},
         "effectiveDateTime": when,

@@ -199,6 +199,8 @@ def test_changed_data_makes_one_new_version_and_cancels_obsolete_tasks(
         uds("19295-5", "neg", iso(when - timedelta(days=1))),
         uds("59673-4", "neg", iso(when - timedelta(days=1))),
     ]
+    for i, r in enumerate(new):
+        r["id"] = f"new-{i}"  # never the scenario's own ids
     seed(fhir, *new)
     hook(app, fhir, when + timedelta(hours=1))
     (_plan2,), tasks2 = ours(fhir)
@@ -334,7 +336,7 @@ def test_not_applicable_revokes_our_careplan(app: Flask, fhir: MedplumServer) ->
     # The diagnosis is entered in error: the pathway no longer applies.
     cond = scenario("oud-dx-no-moud")["bundle"]["entry"][1]["resource"]
     cond = {
-        **cond,
+        **{k: v for k, v in cond.items() if k != "clinicalStatus"},  # FHIR con-5
         "verificationStatus": {
             "coding": [
                 {
@@ -389,7 +391,7 @@ def test_read_only_server_with_system_actions_fallback(
 def test_notification_re_evaluates_and_writes(app: Flask, fhir: MedplumServer) -> None:
     when = seed_case(fhir, "oud-dx-no-moud")
     svc_of(app).clock = lambda: when
-    obs = cows(9, iso(when - timedelta(hours=1)))
+    obs = {**cows(9, iso(when - timedelta(hours=1))), "id": "new-cows"}
     seed(fhir, obs)
     resp = app.test_client().post("/notifications", json=obs)
     assert resp.status_code == 202
@@ -402,7 +404,7 @@ def test_notification_re_evaluates_and_writes(app: Flask, fhir: MedplumServer) -
 def test_topic_notification_bundle_with_focus_reference(app: Flask, fhir: MedplumServer) -> None:
     when = seed_case(fhir, "oud-dx-no-moud")
     svc_of(app).clock = lambda: when
-    obs = cows(9, iso(when - timedelta(hours=1)))
+    obs = {**cows(9, iso(when - timedelta(hours=1))), "id": "new-cows"}
     seed(fhir, obs)
     bundle = {
         "resourceType": "Bundle",
@@ -479,6 +481,12 @@ def test_synthea_patient_end_to_end(app: Flask, fhir: MedplumServer) -> None:
     svc.clock = lambda: datetime(2026, 11, 22, tzinfo=UTC)
     ev = svc.evaluate_from_server(patient["id"])
     assert ev.decision.phase == "assessment"
+    theirs = {p["id"]: fhir.versions("CarePlan", p["id"]) for p in search(fhir, "CarePlan")}
+    assert theirs, "Synthea brings CarePlans of its own"
     outcome = svc.writeback.write_now(fhir.base, svc.desired_state(ev))
     assert outcome.ok
-    assert fhir.count("CarePlan") == 1
+    mine = search(fhir, f"CarePlan?identifier={CANON}/careplan|{patient['id']}")
+    assert len(mine) == 1
+    assert validate_by_meta(mine[0], PROFILES) == []
+    assert fhir.count("CarePlan") == len(theirs) + 1
+    assert {p: fhir.versions("CarePlan", p) for p in theirs} == theirs  # untouched
