@@ -203,6 +203,92 @@ def main() -> None:
     hooks_in_process(args.iterations)
     if not args.skip_server:
         hooks_through_gunicorn(min(max(args.seconds, 1.0), 60.0), args.concurrency)
+        write_back()
+
+
+def write_back(runs: int = 20) -> None:
+    """Hook -> CarePlan and Tasks stored on the loopback FHIR server (Medplum, the integration
+    tests' server), then the same evaluation again (reads only, nothing written)."""
+    import shutil
+    import tempfile
+
+    import requests
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "tests" / "fhirserver" / "node_modules").is_dir() or not shutil.which("node"):
+        print("      write-back: skipped (run `make setup` for the loopback FHIR server)")
+        return
+    sys.path.insert(0, str(root / "tests"))
+    from medplum_server import MedplumServer
+
+    from pathway import create_app
+    from pathway.settings import Settings
+
+    case = orjson.loads(
+        (root / "tests" / "data" / "scenarios" / "oud-dx-no-moud.json").read_bytes()
+    )
+    as_of = datetime.fromisoformat(case["asOf"].replace("Z", "+00:00"))
+    first: list[float] = []
+    second: list[float] = []
+    with MedplumServer(root / "fhir_profiles") as fhir, tempfile.TemporaryDirectory() as tmp:
+        app = create_app(
+            {
+                "settings": Settings.from_mapping(
+                    {
+                        "PATHWAY_AUTH_MODE": "off",
+                        "PATHWAY_DATABASE_URL": f"sqlite:///{tmp}/w.db",
+                        "PATHWAY_FHIR_ALLOWLIST": fhir.base,
+                        "PATHWAY_WRITEBACK": "direct",
+                        "PATHWAY_LOG_LEVEL": "ERROR",
+                    }
+                ),
+                "START_OUTBOX": False,
+            }
+        )
+        svc = app.extensions["pathway"]
+        svc.clock = lambda: as_of
+        client = app.test_client()
+        body = {
+            "hook": "patient-view",
+            "hookInstance": "b",
+            "fhirServer": fhir.base,
+            "context": {"patientId": "p1"},
+        }
+        for _ in range(runs):
+            fhir.reset()
+            requests.post(
+                fhir.base,
+                json={
+                    "resourceType": "Bundle",
+                    "type": "transaction",
+                    "entry": [
+                        {
+                            "resource": e["resource"],
+                            "request": {
+                                "method": "PUT",
+                                "url": f"{e['resource']['resourceType']}/{e['resource']['id']}",
+                            },
+                        }
+                        for e in case["bundle"]["entry"]
+                    ],
+                },
+                timeout=30,
+            )
+            for bucket in (first, second):
+                t0 = time.perf_counter()
+                assert client.post("/cds-services/oud-pathway", json=body).status_code == 200
+                svc.writeback.drain()
+                bucket.append((time.perf_counter() - t0) * 1000)
+        stored = fhir.count("Task")
+    for name, xs in (
+        ("hook -> CarePlan+Tasks stored", first),
+        ("same evaluation again (no write)", second),
+    ):
+        xs.sort()
+        print(
+            f"{'1 pt':>9}  {name:<34} {statistics.median(xs):>10.1f} {xs[-1]:>8.1f}"
+            f"   ms, {runs} runs (max shown as p99); {stored} Tasks stored"
+        )
 
 
 def hook_body(n: int) -> bytes:

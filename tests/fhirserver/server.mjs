@@ -177,6 +177,9 @@ function constraintIssue(profileUrl, path, key, text, expression, extra) {
 
 function checkProfile(resource, profileUrl) {
   const sd = PROFILES.get(profileUrl);
+  if (!sd && profileUrl === `http://hl7.org/fhir/StructureDefinition/${resource.resourceType}`) {
+    return []; // the base definition: already checked by validateResource
+  }
   if (!sd) {
     return [
       {
@@ -817,8 +820,12 @@ async function handleFhir(req, res, url, rawBody) {
       }
     }
     const requested = Number.parseInt(searchParams.get('_count') ?? '', 10);
-    const count = Number.isFinite(requested) ? Math.min(Math.max(requested, 0), MAX_COUNT) : DEFAULT_COUNT;
-    searchParams.set('_count', String(count));
+    let count = Number.isFinite(requested) ? Math.min(Math.max(requested, 0), MAX_COUNT) : DEFAULT_COUNT;
+    if (searchParams.get('_summary') === 'count') {
+      count = 0;
+    }
+    searchParams.delete('_count');
+    searchParams.append('_count', String(count));
   }
 
   const headers = { ...req.headers };
@@ -839,7 +846,22 @@ async function handleFhir(req, res, url, rawBody) {
     config: { transactions: false },
   };
 
+  if (method === 'POST' && segments.length === 1 && body && typeof body === 'object') {
+    // FHIR create: the server ignores an id in the body (Medplum's conditional create would
+    // reject it with 400 when it differs from the match).
+    delete body.id;
+  }
+
   if (method === 'POST' && segments.length === 0) {
+    for (const entry of body?.entry ?? []) {
+      // Entry URLs may be absolute (this server's base) as well as relative.
+      const entryUrl = entry?.request?.url;
+      for (const prefix of [`${baseUrl}/`, `${publicBase}/`]) {
+        if (typeof entryUrl === 'string' && entryUrl.startsWith(prefix)) {
+          entry.request.url = entryUrl.slice(prefix.length);
+        }
+      }
+    }
     const { status, body: out } = await handleBundle(body, fhirReq);
     return send(res, status, out);
   }

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from medplum_server import MedplumServer, server_available
+from medplum_server import MedplumServer
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,6 @@ SECURITY = [
     {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"},
     {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "SUD"},
 ]
-
-_skip_reason = server_available()
-if _skip_reason is not None:
-    pytest.skip(_skip_reason, allow_module_level=True)
-
 
 # -- fixtures ---------------------------------------------------------------------------------
 
@@ -305,6 +300,31 @@ def test_if_match(server: MedplumServer, fhir: requests.Session) -> None:
     assert server.versions("CarePlan", created["id"]) == 2
     again = put(fhir, url, {**created, "title": "Again"}, **{"If-Match": etag})
     assert again.status_code == 412  # the version moved on
+
+    # The same in a transaction entry (request.ifMatch): the whole transaction fails.
+    current = fresh.json()
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {**current, "title": "In a transaction"},
+                "request": {"method": "PUT", "url": f"CarePlan/{current['id']}", "ifMatch": etag},
+            },
+            {
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+        ],
+    }
+    assert post(fhir, server.base, bundle).status_code == 412
+    assert server.count("Patient") == 0
+    new_etag = f'W/"{current["meta"]["versionId"]}"'
+    bundle["entry"][0]["request"]["ifMatch"] = new_etag
+    response = post(fhir, server.base, bundle)
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"][0]["response"]["status"] == "200 OK"
+    assert server.versions("CarePlan", created["id"]) == 3 and server.count("Patient") == 1
 
 
 # -- transaction and batch --------------------------------------------------------------------
