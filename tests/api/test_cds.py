@@ -748,3 +748,39 @@ def test_discovery_is_public_and_cors_allows_browsers(secure: FlaskClient) -> No
     )
     assert pre.headers["Access-Control-Allow-Origin"] in ("*", "https://ehr-ui.example.org")
     assert "authorization" in pre.headers["Access-Control-Allow-Headers"].lower()
+
+
+# ------------------------------------------------------------------ notifications (auth)
+
+
+def test_notifications_need_the_shared_token(tmp_path: Path, config: LoadedConfig) -> None:
+    settings = Settings.from_mapping(
+        {
+            "PATHWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}",
+            "PATHWAY_NOTIFICATION_TOKEN": "s3cret-notification-token",
+        }
+    )
+    client = create_app({"settings": settings, "config": config}).test_client()
+    assert client.post("/notifications", json={}).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert client.post("/notifications", json={}, headers=wrong).status_code == 401
+    right = {"Authorization": "Bearer s3cret-notification-token"}
+    resp = client.post("/notifications", data=b"", headers=right)
+    assert resp.status_code == 200  # an empty ping: nothing to do
+    resp = client.post("/notifications", json={"resourceType": "Observation"}, headers=right)
+    assert resp.status_code == 409  # no FHIR server configured to act on it
+    assert "PATHWAY_FHIR_BASE_URL" in resp.get_json()["issue"][0]["diagnostics"]
+
+
+def test_notifications_refused_without_a_configured_token_when_auth_is_on(
+    tmp_path: Path, config: LoadedConfig
+) -> None:
+    settings = Settings.from_mapping({"PATHWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'n.db'}"})
+    client = create_app({"settings": settings, "config": config}).test_client()
+    resp = client.post(
+        "/notifications",
+        json={"resourceType": "Observation"},
+        headers={"Authorization": "Bearer anything"},
+    )
+    assert resp.status_code == 401
+    assert "PATHWAY_NOTIFICATION_TOKEN" in resp.get_json()["issue"][0]["diagnostics"]

@@ -490,3 +490,38 @@ def test_synthea_patient_end_to_end(app: Flask, fhir: MedplumServer) -> None:
     assert validate_by_meta(mine[0], PROFILES) == []
     assert fhir.count("CarePlan") == len(theirs) + 1
     assert {p: fhir.versions("CarePlan", p) for p in theirs} == theirs  # untouched
+
+
+def test_without_transactions_ordered_requests_do_the_same(
+    tmp_path: Path, config: LoadedConfig
+) -> None:
+    with MedplumServer(DEFAULT_PROFILES_DIR, disable=["transaction", "batch"]) as plain:
+        case = scenario("oud-dx-no-moud")
+        for e in case["bundle"]["entry"]:
+            r = e["resource"]
+            put = requests.put(f"{plain.base}/{r['resourceType']}/{r['id']}", json=r, timeout=10)
+            assert put.status_code in (200, 201), put.text
+        when = datetime.fromisoformat(case["asOf"].replace("Z", "+00:00"))
+        application = create_app(
+            {"settings": _settings(tmp_path, plain.base), "config": config, "START_OUTBOX": False}
+        )
+        svc = svc_of(application)
+        svc.clock = lambda: when
+        outcome = svc.writeback.write_now(
+            plain.base, svc.desired_state(svc.evaluate_from_server("p1"))
+        )
+        assert outcome.ok and outcome.result is not None
+        assert outcome.result.mode == "requests"
+        plans, tasks = ours(plain)
+        assert len(plans) == 1
+        assert validate_by_meta(plans[0], PROFILES) == []
+        refs = {a["reference"]["reference"] for a in plans[0]["activity"] if "reference" in a}
+        assert refs == {f"Task/{t['id']}" for t in tasks}
+        assert all(t["basedOn"][0]["reference"] == f"CarePlan/{plans[0]['id']}" for t in tasks)
+        assert plain.count("Provenance") >= 1
+        before = plain.writes()
+        again = svc.writeback.write_now(
+            plain.base, svc.desired_state(svc.evaluate_from_server("p1"))
+        )
+        assert again.ok and again.result is not None and not again.result.wrote
+        assert plain.writes() == before
