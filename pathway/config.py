@@ -163,33 +163,6 @@ def _task_rules(raw: Any, file: Path) -> dict[str, rc.TaskRule]:
     return out
 
 
-TASK_CODES = (
-    "collect-uds",
-    "assess-cows",
-    "assess-oud-severity",
-    "assess-readiness",
-    "order-lft",
-    "order-ecg",
-    "pregnancy-test",
-    "hiv-hcv-screening",
-    "prescribe-naloxone",
-    "discuss-moud-options",
-    "review-adherence",
-    "review-cns-depressants",
-    "follow-up-visit",
-    "motivational-interviewing",
-    "contingency-management",
-    "cbt",
-    "case-management",
-    "mutual-help",
-    "peer-support",
-    "addiction-counseling",
-    "family-support",
-)
-PHASES = ("assessment", "stabilization", "maintenance", "recovery")
-STAGES = ("precontemplation", "contemplation", "preparation", "action", "maintenance")
-
-
 @dataclass(frozen=True, slots=True)
 class LocalAlias:
     system: str
@@ -198,6 +171,39 @@ class LocalAlias:
 
 
 OBSERVATION_CODES = ("cows-total", "dsm5-oud-criteria-count", "last-opioid-use", "readiness-stage")
+
+
+def check_against_codesystems(
+    cfg: rc.PathwayConfig, file: Path, conformance: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    """The task codes, phases and stages are defined once, by the CodeSystems in
+    fhir_profiles/: the thresholds file must cover exactly those."""
+
+    def codes(cs_id: str) -> list[str]:
+        cs = conformance.get("CodeSystem", {}).get(cs_id)
+        if cs is None:
+            raise ConfigError(file, f"CodeSystem/{cs_id}", "missing from fhir_profiles")
+        return [str(c["code"]) for c in cs.get("concept", []) if isinstance(c, dict)]
+
+    task_codes = codes("oud-pathway-action")
+    phases = [p for p in codes("oud-pathway-phase") if p != "not-applicable"]
+    for code in task_codes:
+        if code not in cfg.tasks:
+            raise ConfigError(file, f"tasks.{code}", "missing")
+    for code in cfg.tasks:
+        if code not in task_codes:
+            raise ConfigError(file, f"tasks.{code}", "not a code of CodeSystem oud-pathway-action")
+    for code in ("collect-uds", "follow-up-visit"):
+        by_phase = cfg.tasks[code].interval_by_phase or {}
+        for ph in phases:
+            if ph not in by_phase:
+                raise ConfigError(file, f"tasks.{code}.interval_days.{ph}", "missing")
+    for stage in (*codes("readiness-stage"), "unknown"):
+        if stage not in cfg.psychosocial.by_stage:
+            raise ConfigError(file, f"psychosocial.by_stage.{stage}", "missing")
+        for code in cfg.psychosocial.by_stage[stage]:
+            if code not in task_codes:
+                raise ConfigError(file, f"psychosocial.by_stage.{stage}", f"unknown task {code}")
 
 
 def load_pathway_config(file: Path) -> tuple[rc.PathwayConfig, tuple[LocalAlias, ...]]:
@@ -215,20 +221,6 @@ def load_pathway_config(file: Path) -> tuple[rc.PathwayConfig, tuple[LocalAlias,
     raw["tasks"] = {}
     cfg: rc.PathwayConfig = _build(rc.PathwayConfig, raw, file, "")
     cfg = dataclasses.replace(cfg, tasks=tasks)
-    for code in TASK_CODES:
-        if code not in tasks:
-            raise ConfigError(file, f"tasks.{code}", "missing")
-    for code in ("collect-uds", "follow-up-visit"):
-        by_phase = tasks[code].interval_by_phase or {}
-        for ph in PHASES:
-            if ph not in by_phase:
-                raise ConfigError(file, f"tasks.{code}.interval_days.{ph}", "missing")
-    for stage in (*STAGES, "unknown"):
-        if stage not in cfg.psychosocial.by_stage:
-            raise ConfigError(file, f"psychosocial.by_stage.{stage}", "missing")
-        for code in cfg.psychosocial.by_stage[stage]:
-            if code not in TASK_CODES:
-                raise ConfigError(file, f"psychosocial.by_stage.{stage}", f"unknown task {code}")
     if cfg.methadone.qtc_caution_min_ms > cfg.methadone.qtc_contraindicated_above_ms:
         raise ConfigError(file, "methadone.qtc_caution_min_ms", "above the contraindication limit")
     if (
@@ -438,6 +430,7 @@ def load_config(
                 f"no value set {group!r} in config/valuesets",
             )
     conformance = _load_conformance(profiles_dir)
+    check_against_codesystems(cfg, config_dir / "pathway.yaml", conformance)
     plan = conformance.get("PlanDefinition", {}).get("oud-care-pathway")
     if plan is None:
         raise ConfigError(profiles_dir, "PlanDefinition/oud-care-pathway", "missing")

@@ -156,3 +156,13 @@ def test_trap_codes_are_classified(config: LoadedConfig) -> None:
     assert t.lookup(rx, "351267") == frozenset({"buprenorphine-oud"})  # "naloxone" Medication
     assert "naloxone-rescue" not in t.lookup(rx, "1010604")
     assert t.lookup(rx, "864706") == frozenset({"methadone"})
+
+
+def test_a_task_code_the_codesystem_does_not_define_is_refused(cfg_dir: Path) -> None:
+    edit_yaml(
+        cfg_dir,
+        lambda d: d["tasks"].__setitem__("make-tea", {"due_in_days": 1, "priority": "routine"}),
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg_dir, DEFAULT_PROFILES_DIR)
+    assert e.value.field == "tasks.make-tea"
