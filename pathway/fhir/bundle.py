@@ -27,42 +27,57 @@ def flatten(
     item: Any, into: Flattened | None = None, full_url: str | None = None, depth: int = 0
 ) -> Flattened:
     out = into if into is not None else Flattened()
+    _flatten(item, out, full_url, depth)
+    return out
+
+
+def _flatten(item: Any, out: Flattened, full_url: str | None, depth: int) -> None:
     if depth > MAX_DEPTH:
         out.problems.append("Bundles nested too deeply: the inner ones were skipped")
-        return out
+        return
     if item is None:
-        return out
-    if isinstance(item, list):
+        return
+    if type(item) is list:
         for x in item:
-            flatten(x, out, None, depth + 1)
-        return out
-    if not isinstance(item, dict):
+            _flatten(x, out, None, depth + 1)
+        return
+    if type(item) is not dict:
         out.problems.append(f"ignored a {type(item).__name__} where a resource was expected")
-        return out
+        return
     rtype = item.get("resourceType")
     if rtype is None and "resource" in item:  # a bundle entry
         url = item.get("fullUrl")
-        return flatten(item["resource"], out, url if isinstance(url, str) else None, depth + 1)
-    if not isinstance(rtype, str):
+        _flatten(item["resource"], out, url if type(url) is str else None, depth + 1)
+        return
+    if type(rtype) is not str:
         out.problems.append("ignored an object without resourceType")
-        return out
+        return
     if rtype == "Bundle":
         entries = item.get("entry") or []
-        if not isinstance(entries, list):
+        if type(entries) is not list:
             out.problems.append("ignored a Bundle whose entry is not a list")
-            return out
+            return
+        resources = out.resources
         for e in entries:
-            if isinstance(e, dict) and "resource" in e:
-                url = e.get("fullUrl")
-                flatten(e["resource"], out, url if isinstance(url, str) else None, depth + 1)
-            elif e is not None:
-                out.problems.append("ignored a Bundle entry without a resource")
-        return out
+            if type(e) is not dict or "resource" not in e:
+                if e is not None:
+                    out.problems.append("ignored a Bundle entry without a resource")
+                continue
+            res = e["resource"]
+            url = e.get("fullUrl")
+            url = url if type(url) is str else None
+            # The common case inline: a plain resource in an entry (no recursion per entry).
+            if type(res) is dict:
+                inner = res.get("resourceType")
+                if type(inner) is str and inner not in ("Bundle", "OperationOutcome"):
+                    resources.append((res, url))
+                    continue
+            _flatten(res, out, url, depth + 1)
+        return
     if rtype == "OperationOutcome":
         out.outcomes.append(item)
-        return out
+        return
     out.resources.append((item, full_url))
-    return out
 
 
 def reference_keys(resource: dict[str, Any], full_url: str | None) -> Iterator[str]:

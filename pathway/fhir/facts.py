@@ -75,8 +75,10 @@ MEDICATION_GROUPS = frozenset(
     }
 )
 STAGES = frozenset({"precontemplation", "contemplation", "preparation", "action", "maintenance"})
+READ_TYPES = frozenset({"Observation", "Condition", "MedicationRequest", "Task"})
 REFERENCED_TYPES = frozenset({"Medication", "Condition", "Patient"})
 IGNORED_REQUEST_STATUSES = frozenset({"cancelled", "entered-in-error"})
+NOT_HISTORY_STATUSES = frozenset({"cancelled", "entered-in-error", "draft"})
 IGNORED_OBSERVATION_STATUSES = frozenset({"cancelled", "entered-in-error"})
 IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 
@@ -315,22 +317,23 @@ class FactReader:
         referenced = False
         for res, url in flat.resources:
             rtype = res.get("resourceType")
-            if rtype in ("Patient", "Medication", "Bundle"):
-                continue
+            if not referenced and self._names_patient(res) and self._belongs(res, own_refs, pid):
+                referenced = True  # the data is about this patient (whatever the type)
+            if rtype not in READ_TYPES:
+                continue  # Encounters, Claims, ...: not facts of the pathway
             if not self._belongs(res, own_refs, pid):
                 continue
-            if not referenced and self._names_patient(res):
-                referenced = True
-            ref = ref_of(res, url)
             if rtype == "Observation":
-                self._observation(res, ref, screens, measurements, uses, stages, notes)
-            elif rtype == "Condition":
+                self._observation(res, url, screens, measurements, uses, stages, notes)
+                continue
+            ref = ref_of(res, url)
+            if rtype == "Condition":
                 c = self._condition(res, ref)
                 if c is not None:
                     conditions.append(c)
             elif rtype == "MedicationRequest":
                 o = self._order(res, ref, by_key, notes)
-                if o is not None and o.status not in IGNORED_REQUEST_STATUSES | {"draft"}:
+                if o is not None and o.status not in NOT_HISTORY_STATUSES:
                     orders.append(o)
             elif rtype == "Task":
                 t = self._task(res, ref)
@@ -512,7 +515,7 @@ class FactReader:
     def _observation(
         self,
         res: dict[str, Any],
-        ref: str,
+        url: str | None,
         screens: list[DrugScreen],
         measurements: list[Measurement],
         uses: list[LastUse],
@@ -529,6 +532,7 @@ class FactReader:
             analytes, kinds = self._classify(self.t.groups(codings))
             if not analytes and not kinds and not res.get("component"):
                 return  # not an observation the pathway uses: no need to read its dates
+        ref = ref_of(res, url)
         when = _first_when(res.get("effectiveDateTime"), res.get("effectiveInstant"))
         if when is None:
             when = _period_when(res.get("effectivePeriod")) or parse_when(res.get("issued"))
