@@ -20,7 +20,7 @@ log = logging.getLogger("pathway")
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `test_config` may hold `settings` (a Settings), `config` (a LoadedConfig),
     `store` (a Store) and plain Flask config keys; otherwise settings come from PATHWAY_*."""
-    from pathway.api import cds, fhir_ops, health, notifications
+    from pathway.api import cds, fhir_ops, health, notifications, observability
     from pathway.api.auth import Verifier, load_clients
     from pathway.api.errors import register_error_handlers
     from pathway.logs import configure_logging
@@ -54,6 +54,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if settings.writeback != "off" and overrides.get("START_OUTBOX", True):
         service.writeback.start()
     register_error_handlers(app)
+    observability.install(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(fhir_ops.bp)
     app.register_blueprint(cds.bp)

@@ -19,6 +19,15 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None)
         if request_id:
             entry["requestId"] = request_id
+        if record.name == "pathway.errors" and record.exc_info and record.exc_info[1]:
+            # the type and where it happened; never the message (it may quote request data)
+            tb = record.exc_info[2]
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            if tb is not None:
+                entry["where"] = (
+                    f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+                )
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = record.exc_info[0].__name__
         return orjson.dumps(entry).decode()

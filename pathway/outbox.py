@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pathway.fhir.client import FhirClient, FhirError
+from pathway.fhir.client import FhirAuthError, FhirClient, FhirError
 from pathway.fhir.smart import SigningKey, SmartBackendAuth
 from pathway.fhir.writeback import Capabilities, Desired, Reconciler, WriteResult
 
@@ -137,32 +137,47 @@ class WriteBack:
         base = str(row["target"])
         token = self._tokens.pop(entry, None)
         try:
-            with self.patient_lock(row["key"]):
-                client = self.client(base, token)
-                caps = self.capabilities(base, client)
-                reconciler = Reconciler(
-                    self.svc.evaluator.writer, client, caps, self.svc.settings.writeback_fallback
-                )
-                if self.svc.settings.writeback == "document-reference":
-                    result = reconciler.document_reference(want)
-                else:
-                    result = reconciler.apply(want)
+            result = self._reconcile(str(row["key"]), base, token, want)
+        except FhirAuthError as e:
+            if self._smart is None:
+                return self._failed(row, e)
+            # The token expired or was revoked mid-run: one fresh token, one more try.
+            self._smart.invalidate()
+            try:
+                result = self._reconcile(str(row["key"]), base, None, want)
+            except FhirError as again:
+                return self._failed(row, again)
         except FhirError as e:
-            attempts = int(row["attempts"])
-            give_up = attempts >= MAX_ATTEMPTS
-            delay = min(2.0**attempts, 300.0)
-            self.svc.store.outbox_retry(entry, str(e), delay, give_up=give_up)
-            self.svc.metrics.writeback.labels("failed" if give_up else "retry").inc()
-            log.warning(
-                "write-back to the FHIR server failed (attempt %d%s): %s",
-                attempts,
-                ", giving up" if give_up else f", retry in {delay:.0f}s",
-                type(e).__name__,
-            )
-            return Outcome(entry, False, None, str(e))
+            return self._failed(row, e)
         self.svc.store.outbox_done(entry)
         self.svc.metrics.writeback.labels("written" if result.wrote else "unchanged").inc()
         return Outcome(entry, True, result)
+
+    def _reconcile(self, key: str, base: str, token: str | None, want: Desired) -> WriteResult:
+        with self.patient_lock(key):
+            client = self.client(base, token)
+            caps = self.capabilities(base, client)
+            reconciler = Reconciler(
+                self.svc.evaluator.writer, client, caps, self.svc.settings.writeback_fallback
+            )
+            if self.svc.settings.writeback == "document-reference":
+                return reconciler.document_reference(want)
+            return reconciler.apply(want)
+
+    def _failed(self, row: dict[str, Any], e: FhirError) -> Outcome:
+        entry = int(row["id"])
+        attempts = int(row["attempts"])
+        give_up = attempts >= MAX_ATTEMPTS
+        delay = min(2.0**attempts, 300.0)
+        self.svc.store.outbox_retry(entry, str(e), delay, give_up=give_up)
+        self.svc.metrics.writeback.labels("failed" if give_up else "retry").inc()
+        log.warning(
+            "write-back to the FHIR server failed (attempt %d%s): %s",
+            attempts,
+            ", giving up" if give_up else f", retry in {delay:.0f}s",
+            type(e).__name__,
+        )
+        return Outcome(entry, False, None, str(e))
 
     @contextmanager
     def patient_lock(self, key: str) -> Iterator[None]:

@@ -19,7 +19,7 @@ from pathway.fhir.writeback import Desired, desired
 from pathway.metrics import Metrics
 from pathway.rules.model import Decision
 from pathway.settings import Settings
-from pathway.store.db import Store
+from pathway.store.db import Store, StoreError
 
 log = logging.getLogger("pathway.service")
 
@@ -43,7 +43,18 @@ class Service:
         # The clock is an edge concern: the rules get `as_of`; tests freeze this.
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
-    def fhir_client(self, base_url: str, token: str | None = None) -> FhirClient:
+    def fhir_client(
+        self, base_url: str, token: str | None = None, hook: bool = False
+    ) -> FhirClient:
+        if hook:
+            return FhirClient(
+                base_url,
+                token=token,
+                timeout=self.settings.hook_fetch_timeout_seconds,
+                retries=1,
+                backoff=0.1,
+                max_pages=10,
+            )
         return FhirClient(base_url, token=token, timeout=self.settings.http_timeout_seconds)
 
     def read_patient(self, client: FhirClient, patient_id: str) -> dict[str, Any]:
@@ -103,7 +114,13 @@ class Service:
                 caps = None  # unknown: queue the write, the outbox finds out
             if caps is not None and not caps.can_write_plan():
                 return self.system_actions(want)
-        self.writeback.queue(base, want, token)
+        try:
+            self.writeback.queue(base, want, token)
+        except StoreError:
+            # The cards matter more than this write: it is redone at the next view or
+            # notification of this patient. Counted, logged (without patient data).
+            self.metrics.writeback.labels("not-queued").inc()
+            log.error("write-back not queued: the store is unavailable")
         return []
 
     def evaluate_from_server(self, patient_id: str, client: FhirClient | None = None) -> Evaluation:

@@ -49,6 +49,7 @@ class Settings:
     profiles_dir: Path = DEFAULT_PROFILES_DIR
     max_body_bytes: int = 8 * 1024 * 1024
     http_timeout_seconds: float = 10.0
+    hook_fetch_timeout_seconds: float = 3.0
     workers: int = 2
     log_level: str = "INFO"
     extra: dict[str, str] = field(default_factory=dict)
@@ -131,6 +132,11 @@ class Settings:
             http_timeout = float(timeout) if timeout else 10.0
         except ValueError as e:
             raise SettingsError("PATHWAY_HTTP_TIMEOUT_SECONDS must be a number") from e
+        hook_timeout = get("HOOK_FETCH_TIMEOUT_SECONDS")
+        try:
+            hook_fetch_timeout = float(hook_timeout) if hook_timeout else 3.0
+        except ValueError as e:
+            raise SettingsError("PATHWAY_HOOK_FETCH_TIMEOUT_SECONDS must be a number") from e
         clients = get("CDS_CLIENTS_FILE")
         key = get("SMART_PRIVATE_KEY_FILE")
         return cls(
@@ -152,6 +158,7 @@ class Settings:
             profiles_dir=Path(get("PROFILES_DIR") or DEFAULT_PROFILES_DIR),
             max_body_bytes=integer("MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),
             http_timeout_seconds=http_timeout,
+            hook_fetch_timeout_seconds=hook_fetch_timeout,
             workers=integer("WORKERS", 2, 1, 64),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
         )

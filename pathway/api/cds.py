@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, g
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from pathway.api.auth import require_caller
 from pathway.api.errors import ApiError
 from pathway.api.jsonio import json_response, read_json_body
+from pathway.api.observability import REQUEST_ID
 from pathway.api.schemas import load_or_400
 from pathway.evaluation import evidence_dates
 from pathway.fhir.bundle import flatten
@@ -165,6 +166,9 @@ def call(service_id: str) -> Response:
         raise ApiError(404, f"No CDS service '{service_id[:60]}' here.", "not-found")
     req = load_or_400(_hook_schema, read_json_body(), "CDS Hooks request")
     hook = req["hook"]
+    instance = str(req["hookInstance"])
+    if REQUEST_ID.match(instance):
+        g.request_id = instance  # log lines of this call carry the hook instance
     if hook not in SERVICE_HOOKS[service_id]:
         answers = " and ".join(SERVICE_HOOKS[service_id])
         raise ApiError(
@@ -184,7 +188,8 @@ def call(service_id: str) -> Response:
                 expression=["fhirServer"],
             )
         auth = req.get("fhirAuthorization") or {}
-        client = svc.fhir_client(fhir_server, auth.get("access_token"))
+        # The hook has a time budget: short timeout, one retry, then 412.
+        client = svc.fhir_client(fhir_server, auth.get("access_token"), hook=True)
         fetch = client.query
     templates = next(
         s["prefetch"]

@@ -1,0 +1,70 @@
+"""Per-request plumbing: a request id in every log line, one access line per request (no
+patient data: paths carry no patient ids, and no query strings or bodies are logged), latency
+histograms per endpoint, and security headers."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+log = logging.getLogger("pathway.access")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",  # answers carry 42 CFR Part 2 data: never cached
+}
+
+
+def current_request_id() -> str | None:
+    try:
+        rid = g.get("request_id")
+    except RuntimeError:  # outside a request
+        return None
+    return str(rid) if rid else None
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", None):
+            record.request_id = current_request_id()
+        return True
+
+
+def install(app: Flask) -> None:
+    for handler in logging.getLogger("pathway").handlers:
+        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+            handler.addFilter(RequestIdFilter())
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def _finish(resp: Response) -> Response:
+        for k, v in SECURITY_HEADERS.items():
+            resp.headers.setdefault(k, v)
+        if request.url_root.startswith("https://"):
+            resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        rid = g.get("request_id")
+        if rid:
+            resp.headers["X-Request-ID"] = str(rid)
+        started = g.get("started")
+        if started is not None:
+            seconds = time.perf_counter() - started
+            endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            svc = app.extensions.get("pathway")
+            if svc is not None:
+                svc.metrics.requests.labels(endpoint, f"{resp.status_code // 100}xx").observe(
+                    seconds
+                )
+            log.info("%s %s %d %.1fms", request.method, endpoint, resp.status_code, seconds * 1000)
+        return resp
