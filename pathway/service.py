@@ -54,6 +54,7 @@ class Service:
                 retries=1,
                 backoff=0.1,
                 max_pages=10,
+                max_retry_after=0.2,  # a hook cannot wait out the EHR's back-off
             )
         return FhirClient(base_url, token=token, timeout=self.settings.http_timeout_seconds)
 

@@ -85,6 +85,7 @@ class FhirClient:
         retries: int = 3,
         backoff: float = 0.5,
         max_pages: int = 20,
+        max_retry_after: float = 30.0,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -94,6 +95,7 @@ class FhirClient:
         self.retries = retries
         self.backoff = backoff
         self.max_pages = max_pages
+        self.max_retry_after = max_retry_after
         self.session = session or requests.Session()
         self._sleep = sleep
 
@@ -153,17 +155,17 @@ class FhirClient:
             return self._handle(method, resp)
 
     def _retry_after(self, resp: requests.Response, attempt: int) -> float:
-        default = self.backoff * 2.0 ** (attempt - 1)
+        default = min(self.backoff * 2.0 ** (attempt - 1), self.max_retry_after)
         value = resp.headers.get("Retry-After")
         if not value:
             return default
         try:
-            return float(min(max(float(value), 0.0), 30.0))
+            return float(min(max(float(value), 0.0), self.max_retry_after))
         except ValueError:
             pass
         try:
             when = parsedate_to_datetime(value)
-            return float(min(max(when.timestamp() - time.time(), 0.0), 30.0))
+            return float(min(max(when.timestamp() - time.time(), 0.0), self.max_retry_after))
         except (TypeError, ValueError):
             return default
 
