@@ -69,3 +69,12 @@ def app(settings: Settings, config: LoadedConfig) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from fuzz_counts import COUNTS
+
+    if COUNTS:
+        total = sum(COUNTS.values())
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(COUNTS.items()))
+        terminalreporter.write_line(f"property-based cases tried: {total} ({parts})")

@@ -522,7 +522,8 @@ class FactReader:
         stages: list[StageOfChange],
         notes: list[str],
     ) -> None:
-        if res.get("status") in IGNORED_OBSERVATION_STATUSES:
+        status = res.get("status")
+        if isinstance(status, str) and status in IGNORED_OBSERVATION_STATUSES:
             return
         codings = _codings(res.get("code"))
         own = self._own_code(codings)
