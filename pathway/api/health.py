@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, Response, current_app
 
 from pathway.api.jsonio import json_response
@@ -12,6 +14,15 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> Response:
     return json_response({"status": "ok"})
+
+
+_OPENAPI = (Path(__file__).parent / "openapi.json").read_bytes()
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI document of this HTTP API (fuzzed by schemathesis in the tests)."""
+    return Response(_OPENAPI, mimetype="application/json")
 
 
 @bp.get("/metrics")
