@@ -153,7 +153,8 @@ def _active_careplan(data: list[Any], svc: Service) -> bool:
         r.get("resourceType") == "CarePlan"
         and r.get("status") == "active"
         and any(
-            isinstance(i, dict) and i.get("system") == system for i in r.get("identifier") or []
+            isinstance(i, dict) and i.get("system") == system
+            for i in (r.get("identifier") if isinstance(r.get("identifier"), list) else [])
         )
         for r, _ in flatten(data).resources
     )

@@ -61,7 +61,11 @@ def patients_in(body: Any, read: Any) -> tuple[set[str], list[str]]:
     flat = flatten(body)
     for res, _ in flat.resources:
         if res.get("resourceType") in ("SubscriptionStatus", "Parameters"):
-            for event in res.get("notificationEvent") or []:
+            for event in (
+                res.get("notificationEvent")
+                if isinstance(res.get("notificationEvent"), list)
+                else []
+            ):
                 ref = (
                     (event.get("focus") or {}).get("reference") if isinstance(event, dict) else None
                 )

@@ -148,6 +148,11 @@ def _period_when(period: Any) -> When | None:
 # ------------------------------------------------------------------ small readers
 
 
+def _list(value: Any) -> list[Any]:
+    """A FHIR array, or nothing: an EHR field of the wrong type is not iterated."""
+    return value if isinstance(value, list) else []
+
+
 def _codings(concept: Any) -> list[Any]:
     if isinstance(concept, dict):
         c = concept.get("coding")
@@ -223,7 +228,7 @@ class FactReader:
     def result_of(self, obs: dict[str, Any]) -> Result:
         value = self._value_result(obs)
         interp = Result.UNKNOWN
-        for concept in obs.get("interpretation") or []:
+        for concept in _list(obs.get("interpretation")):
             for c in _codings(concept):
                 if isinstance(c, dict) and isinstance(c.get("code"), str):
                     hit = INTERPRETATION.get(c["code"].upper())
@@ -274,7 +279,7 @@ class FactReader:
         $apply); a CDS Hooks context names the patient itself, so empty data is just empty."""
         notes = list(flat.problems)
         for oo in flat.outcomes:
-            for issue in oo.get("issue") or []:
+            for issue in _list(oo.get("issue")):
                 if isinstance(issue, dict):
                     notes.append(
                         "The EHR reported: "
@@ -434,7 +439,7 @@ class FactReader:
             med: dict[str, Any] | None = None
             if isinstance(target, str):
                 if target.startswith("#"):
-                    for c in res.get("contained") or []:
+                    for c in _list(res.get("contained")):
                         if isinstance(c, dict) and c.get("id") == target[1:]:
                             med = c
                 else:
@@ -469,11 +474,11 @@ class FactReader:
             g for g in groups if g in MEDICATION_GROUPS or g.startswith("opioid-analgesic-")
         )
         reasons: set[str] = set()
-        for concept in res.get("reasonCode") or []:
+        for concept in _list(res.get("reasonCode")):
             for g in self.t.groups(_codings(concept)):
                 if g in REASON_TAGS:
                     reasons.add(REASON_TAGS[g])
-        for rr in res.get("reasonReference") or []:
+        for rr in _list(res.get("reasonReference")):
             target = rr.get("reference") if isinstance(rr, dict) else None
             cond = by_key.get(target) if isinstance(target, str) else None
             if isinstance(cond, dict):
@@ -505,9 +510,11 @@ class FactReader:
             if not isinstance(c, dict):
                 continue
             system, code = c.get("system"), c.get("code")
-            if system == self.obs_system and isinstance(code, str):
+            if not isinstance(system, str) or not isinstance(code, str):
+                continue  # whatever else an EHR put there, it is no code of ours
+            if system == self.obs_system:
                 return code
-            alias = self.aliases.get((system, code))  # type: ignore[arg-type]
+            alias = self.aliases.get((system, code))
             if alias is not None:
                 return alias
         return None
@@ -553,7 +560,7 @@ class FactReader:
             else:
                 measurements.append(self._quantity(res, ref, kind, when))
         # Blood pressure panels carry the systolic value in a component.
-        for comp in res.get("component") or []:
+        for comp in _list(res.get("component")):
             if not isinstance(comp, dict):
                 continue
             for part in self._classify(self.t.groups(_codings(comp.get("code"))))[1]:
@@ -568,7 +575,7 @@ class FactReader:
         elif "valueInteger" in res:
             value = _number(res.get("valueInteger"))
         upper = None
-        for rr in res.get("referenceRange") or []:
+        for rr in _list(res.get("referenceRange")):
             if isinstance(rr, dict) and isinstance(rr.get("high"), dict):
                 upper = _number(rr["high"].get("value"))
                 break
@@ -607,7 +614,7 @@ class FactReader:
             if used is None:
                 notes.append(f"{ref}: last opioid use without a readable date")
             opioid_type: str | None = None
-            for comp in res.get("component") or []:
+            for comp in _list(res.get("component")):
                 if isinstance(comp, dict) and _code_in(comp.get("code"), self.obs_system) == (
                     "opioid-type"
                 ):
@@ -628,7 +635,7 @@ class FactReader:
             return None
         ours = any(
             isinstance(i, dict) and i.get("system") == self.task_identifier
-            for i in res.get("identifier") or []
+            for i in _list(res.get("identifier"))
         )
         if not ours:
             return None

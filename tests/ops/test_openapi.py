@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import schemathesis
-from schemathesis import GenerationMode
 from fuzz_counts import COUNTS
 from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
 
 from pathway import create_app
 from pathway.config import load_config
