@@ -14,7 +14,7 @@ from pathway.api.jsonio import json_response, read_json_body
 from pathway.api.observability import REQUEST_ID
 from pathway.api.schemas import load_or_400
 from pathway.evaluation import evidence_dates
-from pathway.fhir.bundle import flatten
+from pathway.fhir.bundle import as_list, flatten
 from pathway.fhir.prefetch import resolve
 from pathway.service import Service
 
@@ -153,8 +153,7 @@ def _active_careplan(data: list[Any], svc: Service) -> bool:
         r.get("resourceType") == "CarePlan"
         and r.get("status") == "active"
         and any(
-            isinstance(i, dict) and i.get("system") == system
-            for i in (r.get("identifier") if isinstance(r.get("identifier"), list) else [])
+            isinstance(i, dict) and i.get("system") == system for i in as_list(r.get("identifier"))
         )
         for r, _ in flatten(data).resources
     )

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, request
 
 from pathway.api.errors import ApiError, operation_outcome
 from pathway.api.jsonio import fhir_response, read_json_body
-from pathway.fhir.bundle import flatten
+from pathway.fhir.bundle import as_list, flatten
 from pathway.fhir.client import FhirError
 from pathway.service import Service
 

@@ -14,6 +14,11 @@ from typing import Any
 MAX_DEPTH = 8
 
 
+def as_list(value: Any) -> list[Any]:
+    """A FHIR array, or nothing: an EHR field of the wrong type is never iterated."""
+    return value if isinstance(value, list) else []
+
+
 @dataclass(slots=True)
 class Flattened:
     resources: list[tuple[dict[str, Any], str | None]] = field(

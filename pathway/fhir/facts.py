@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pathway.config import LoadedConfig
-from pathway.fhir.bundle import Flattened, ref_of, reference_keys
+from pathway.fhir.bundle import Flattened, as_list, ref_of, reference_keys
 from pathway.rules.model import (
     ConditionFact,
     DrugScreen,
@@ -148,11 +148,6 @@ def _period_when(period: Any) -> When | None:
 # ------------------------------------------------------------------ small readers
 
 
-def _list(value: Any) -> list[Any]:
-    """A FHIR array, or nothing: an EHR field of the wrong type is not iterated."""
-    return value if isinstance(value, list) else []
-
-
 def _codings(concept: Any) -> list[Any]:
     if isinstance(concept, dict):
         c = concept.get("coding")
@@ -228,7 +223,7 @@ class FactReader:
     def result_of(self, obs: dict[str, Any]) -> Result:
         value = self._value_result(obs)
         interp = Result.UNKNOWN
-        for concept in _list(obs.get("interpretation")):
+        for concept in as_list(obs.get("interpretation")):
             for c in _codings(concept):
                 if isinstance(c, dict) and isinstance(c.get("code"), str):
                     hit = INTERPRETATION.get(c["code"].upper())
@@ -279,7 +274,7 @@ class FactReader:
         $apply); a CDS Hooks context names the patient itself, so empty data is just empty."""
         notes = list(flat.problems)
         for oo in flat.outcomes:
-            for issue in _list(oo.get("issue")):
+            for issue in as_list(oo.get("issue")):
                 if isinstance(issue, dict):
                     notes.append(
                         "The EHR reported: "
@@ -439,7 +434,7 @@ class FactReader:
             med: dict[str, Any] | None = None
             if isinstance(target, str):
                 if target.startswith("#"):
-                    for c in _list(res.get("contained")):
+                    for c in as_list(res.get("contained")):
                         if isinstance(c, dict) and c.get("id") == target[1:]:
                             med = c
                 else:
@@ -474,11 +469,11 @@ class FactReader:
             g for g in groups if g in MEDICATION_GROUPS or g.startswith("opioid-analgesic-")
         )
         reasons: set[str] = set()
-        for concept in _list(res.get("reasonCode")):
+        for concept in as_list(res.get("reasonCode")):
             for g in self.t.groups(_codings(concept)):
                 if g in REASON_TAGS:
                     reasons.add(REASON_TAGS[g])
-        for rr in _list(res.get("reasonReference")):
+        for rr in as_list(res.get("reasonReference")):
             target = rr.get("reference") if isinstance(rr, dict) else None
             cond = by_key.get(target) if isinstance(target, str) else None
             if isinstance(cond, dict):
@@ -560,7 +555,7 @@ class FactReader:
             else:
                 measurements.append(self._quantity(res, ref, kind, when))
         # Blood pressure panels carry the systolic value in a component.
-        for comp in _list(res.get("component")):
+        for comp in as_list(res.get("component")):
             if not isinstance(comp, dict):
                 continue
             for part in self._classify(self.t.groups(_codings(comp.get("code"))))[1]:
@@ -575,7 +570,7 @@ class FactReader:
         elif "valueInteger" in res:
             value = _number(res.get("valueInteger"))
         upper = None
-        for rr in _list(res.get("referenceRange")):
+        for rr in as_list(res.get("referenceRange")):
             if isinstance(rr, dict) and isinstance(rr.get("high"), dict):
                 upper = _number(rr["high"].get("value"))
                 break
@@ -614,7 +609,7 @@ class FactReader:
             if used is None:
                 notes.append(f"{ref}: last opioid use without a readable date")
             opioid_type: str | None = None
-            for comp in _list(res.get("component")):
+            for comp in as_list(res.get("component")):
                 if isinstance(comp, dict) and _code_in(comp.get("code"), self.obs_system) == (
                     "opioid-type"
                 ):
@@ -635,7 +630,7 @@ class FactReader:
             return None
         ours = any(
             isinstance(i, dict) and i.get("system") == self.task_identifier
-            for i in _list(res.get("identifier"))
+            for i in as_list(res.get("identifier"))
         )
         if not ours:
             return None
