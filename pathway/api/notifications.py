@@ -61,11 +61,7 @@ def patients_in(body: Any, read: Any) -> tuple[set[str], list[str]]:
     flat = flatten(body)
     for res, _ in flat.resources:
         if res.get("resourceType") in ("SubscriptionStatus", "Parameters"):
-            for event in (
-                res.get("notificationEvent")
-                if isinstance(res.get("notificationEvent"), list)
-                else []
-            ):
+            for event in as_list(res.get("notificationEvent")):
                 ref = (
                     (event.get("focus") or {}).get("reference") if isinstance(event, dict) else None
                 )
