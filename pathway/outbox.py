@@ -35,6 +35,7 @@ log = logging.getLogger("pathway.outbox")
 CAPABILITIES_TTL_SECONDS = 3600
 MAX_ATTEMPTS = 20
 SWEEP_SECONDS = 5.0
+LOCK_STRIPES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +55,8 @@ class WriteBack:
         self._stop = threading.Event()
         self._pending: list[Future[None]] = []
         self._sweeper: threading.Thread | None = None
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        # Striped locks: a fixed number, whatever the number of patients seen.
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._lock_dir = _lock_dir(svc.settings.database_url)
         self._smart: SmartBackendAuth | None = None
         s = svc.settings
@@ -102,11 +103,16 @@ class WriteBack:
     def queue(self, base: str, want: Desired, token: str | None = None) -> int:
         """Store, then run in the background (the hook does not wait for the EHR)."""
         entry = self.enqueue(base, want, token)
-        self._pending.append(self._executor.submit(self._run_logged, entry))
+        self._track(self._executor.submit(self._run_logged, entry))
         return entry
 
     def submit(self, job: Callable[[], None]) -> None:
-        self._pending.append(self._executor.submit(job))
+        self._track(self._executor.submit(job))
+
+    def _track(self, future: Future[None]) -> None:
+        # Only unfinished runs are kept (for drain): a long-lived worker must not accumulate.
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(future)
 
     def drain(self, timeout: float = 30.0) -> None:
         """Wait for the background runs started so far (tests, shutdown)."""
@@ -181,8 +187,7 @@ class WriteBack:
 
     @contextmanager
     def patient_lock(self, key: str) -> Iterator[None]:
-        with self._locks_guard:
-            lock = self._locks.setdefault(key, threading.Lock())
+        lock = self._locks[int(key[:8], 16) % LOCK_STRIPES]
         with lock:
             self._lock_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self._lock_dir / f"{key[:2]}.lock", os.O_RDWR | os.O_CREAT, 0o600)

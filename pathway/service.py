@@ -15,7 +15,7 @@ from pathway.evaluation import Evaluation, Evaluator, evidence_dates
 from pathway.fhir.careplan import careplan_urn, task_urn
 from pathway.fhir.client import FhirClient, FhirError, FhirNotFound
 from pathway.fhir.prefetch import render
-from pathway.fhir.writeback import Desired, desired
+from pathway.fhir.writeback import Desired, changes, desired
 from pathway.metrics import Metrics
 from pathway.rules.model import Decision
 from pathway.settings import Settings
@@ -96,7 +96,13 @@ class Service:
             self.evaluator.writer, d, ev.notes, evidence_dates(ev.reading.facts, d.evidence)
         )
 
-    def after_hook(self, ev: Evaluation, base: str | None, token: str | None) -> list[Any]:
+    def after_hook(
+        self,
+        ev: Evaluation,
+        base: str | None,
+        token: str | None,
+        existing: tuple[dict[str, Any] | None, list[dict[str, Any]]] | None = None,
+    ) -> list[Any]:
         """Write-back after a patient-view, as configured; returns systemActions (if any).
         Never delays the answer: direct writes are queued in the outbox and run behind."""
         mode = self.settings.writeback
@@ -108,6 +114,15 @@ class Service:
         want = self.desired_state(ev)
         if mode == "system-actions":
             return self.system_actions(want)
+        if mode == "direct" and existing is not None:
+            plan, tasks = existing
+            if (
+                ev.decision.phase != "not-applicable"
+                and changes(want, plan, tasks, self.config.pathway.canonical).unchanged
+            ):
+                # The EHR already holds this plan (per the request): nothing to write, no call.
+                self.metrics.writeback.labels("unchanged-in-prefetch").inc()
+                return []
         if mode == "direct" and self.settings.writeback_fallback == "system-actions":
             try:
                 caps = self.writeback.capabilities(base)

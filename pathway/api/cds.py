@@ -14,8 +14,9 @@ from pathway.api.jsonio import json_response, read_json_body
 from pathway.api.observability import REQUEST_ID
 from pathway.api.schemas import load_or_400
 from pathway.evaluation import evidence_dates
-from pathway.fhir.bundle import as_list, flatten
+from pathway.fhir.bundle import flatten
 from pathway.fhir.prefetch import resolve
+from pathway.fhir.writeback import ours_in
 from pathway.service import Service
 
 log = logging.getLogger("pathway.cds")
@@ -147,18 +148,6 @@ def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, An
     return pid.removeprefix("Patient/"), drafts
 
 
-def _active_careplan(data: list[Any], svc: Service) -> bool:
-    system = f"{svc.config.pathway.canonical}/careplan"
-    return any(
-        r.get("resourceType") == "CarePlan"
-        and r.get("status") == "active"
-        and any(
-            isinstance(i, dict) and i.get("system") == system for i in as_list(r.get("identifier"))
-        )
-        for r, _ in flatten(data).resources
-    )
-
-
 @bp.post("/cds-services/<service_id>")
 @require_caller
 def call(service_id: str) -> Response:
@@ -227,9 +216,19 @@ def call(service_id: str) -> Response:
         )
         cards = [card] if card is not None else []
         token = (req.get("fhirAuthorization") or {}).get("access_token")
+        existing = None
+        if {"carePlans", "tasks"} <= resolved.known:
+            # The request says what plan and tasks of ours the EHR holds: compare locally.
+            existing = ours_in(
+                [r for r, _ in flatten(resolved.data).resources],
+                patient_id,
+                svc.config.pathway.canonical,
+            )
         # Outside the pathway there is something to write only if a plan of ours is active.
-        if decision.phase != "not-applicable" or _active_careplan(resolved.data, svc):
-            system_actions = svc.after_hook(evaluation, fhir_server, token)
+        if decision.phase != "not-applicable" or (
+            existing is None or (existing[0] or {}).get("status") == "active"
+        ):
+            system_actions = svc.after_hook(evaluation, fhir_server, token, existing)
     else:
         cards = svc.cards.order_cards(decision)
     svc.record_decision(decision, hook)

@@ -33,6 +33,7 @@ class Resolved:
     missing: list[str] = field(default_factory=list)  # required keys with no data
     notes: list[str] = field(default_factory=list)
     fetched: list[str] = field(default_factory=list)
+    known: set[str] = field(default_factory=set)  # keys whose data is complete (given or read)
 
 
 def render(template: str, context: Mapping[str, Any]) -> str:
@@ -60,8 +61,10 @@ def resolve(
             present_types.update(str(r.get("resourceType")) for r, _ in flatten(value).resources)
     for key, rtype in KEY_TYPES.items():
         if key in given:
+            out.known.add(key)
             continue  # present (null = no data)
         if rtype in present_types:
+            out.known.add(key)
             continue  # the EHR sent this kind of data under its own key
         template = templates.get(key)
         if fetch is None or template is None:
@@ -76,6 +79,7 @@ def resolve(
         try:
             out.data.extend(fetch(render(template, context)))
             out.fetched.append(key)
+            out.known.add(key)
         except FhirError as e:
             if key in REQUIRED_KEYS:
                 out.missing.append(key)

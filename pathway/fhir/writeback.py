@@ -145,6 +145,68 @@ def desired(writer: PlanWriter, d: Decision, notes: list[str], dates: dict[str, 
     )
 
 
+@dataclass(slots=True)
+class Changes:
+    """What reconciling `want` with what the EHR holds would do (pure: no I/O)."""
+
+    creates: dict[str, dict[str, Any]]  # task code -> new Task
+    cancels: list[dict[str, Any]]  # open Tasks of ours no longer due
+    kept: list[str]  # "Task/<id>" still due, left as they are
+    task_refs: dict[str, str]  # task code -> reference for the CarePlan's activities
+    plan_changed: bool
+    open_tasks: list[dict[str, Any]]
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.creates and not self.cancels and not self.plan_changed
+
+
+def changes(
+    want: Desired, plan: dict[str, Any] | None, tasks: list[dict[str, Any]], canon: str
+) -> Changes:
+    open_by_code: dict[str, dict[str, Any]] = {}
+    for t in tasks:
+        code = (_has_identifier(t, f"{canon}/task") or "").split(":", 1)[-1]
+        if t.get("status") in OPEN_TASK_STATUSES and "id" in t:
+            open_by_code.setdefault(code, t)
+    creates = {code: task for code, task in want.tasks.items() if code not in open_by_code}
+    kept = [f"Task/{t['id']}" for code, t in open_by_code.items() if code in want.tasks]
+    cancels = [t for code, t in open_by_code.items() if code not in want.tasks]
+    task_refs = {code: f"Task/{t['id']}" for code, t in open_by_code.items() if code in want.tasks}
+    task_refs.update({code: task_urn(canon, want.patient_id, code) for code in creates})
+    plan_changed = plan is None or (
+        _fingerprint_of(plan, canon) != want.fingerprint
+        or plan.get("status") != "active"
+        or sorted(
+            a.get("reference", {}).get("reference", "")
+            for a in plan.get("activity") or []
+            if "reference" in a
+        )
+        != sorted(task_refs.values())
+    )
+    return Changes(creates, cancels, kept, task_refs, plan_changed, list(open_by_code.values()))
+
+
+def ours_in(
+    resources: list[dict[str, Any]], patient_id: str, canon: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Our CarePlan (newest) and our Tasks for a patient among resources (prefetch or search)."""
+    plans = [
+        r
+        for r in resources
+        if r.get("resourceType") == "CarePlan"
+        and _has_identifier(r, f"{canon}/careplan") == patient_id
+    ]
+    plans.sort(key=lambda r: str((r.get("meta") or {}).get("lastUpdated", "")), reverse=True)
+    tasks = [
+        r
+        for r in resources
+        if r.get("resourceType") == "Task"
+        and (_has_identifier(r, f"{canon}/task") or "").startswith(f"{patient_id}:")
+    ]
+    return (plans[0] if plans else None), tasks
+
+
 def _fingerprint_of(resource: dict[str, Any], canon: str) -> str | None:
     for ext in resource.get("extension") or []:
         if (
@@ -194,25 +256,17 @@ class Reconciler:
         return [r for r, _ in flatten(self.client.search(query)).resources]
 
     def current(self, pid: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        plans = [
-            r
-            for r in self._search(f"CarePlan?identifier={self.canon}/careplan|{pid}")
-            if r.get("resourceType") == "CarePlan"
-            and _has_identifier(r, f"{self.canon}/careplan") == pid
+        found = [
+            *self._search(f"CarePlan?identifier={self.canon}/careplan|{pid}"),
+            *self._search(f"Task?identifier={self.canon}/task|&patient={pid}"),
         ]
-        plans.sort(key=lambda r: (r.get("meta") or {}).get("lastUpdated", ""), reverse=True)
-        if len(plans) > 1:
+        plans = [r for r in found if r.get("resourceType") == "CarePlan"]
+        if len({r.get("id") for r in plans}) > 1:
             log.warning(
                 "several CarePlans carry our identifier for one patient; the newest "
                 "is reconciled, the others are left alone"
             )
-        tasks = [
-            r
-            for r in self._search(f"Task?identifier={self.canon}/task|&patient={pid}")
-            if r.get("resourceType") == "Task"
-            and (_has_identifier(r, f"{self.canon}/task") or "").startswith(f"{pid}:")
-        ]
-        return (plans[0] if plans else None), tasks
+        return ours_in(found, pid, self.canon)
 
     # ---------------------------------------------------------------- writing
     def apply(self, want: Desired) -> WriteResult:
@@ -233,49 +287,24 @@ class Reconciler:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _apply_once(self, want: Desired) -> WriteResult:
-        pid = want.patient_id
-        plan, tasks = self.current(pid)
+        plan, tasks = self.current(want.patient_id)
         result = WriteResult()
-        open_by_code: dict[str, dict[str, Any]] = {}
-        for t in tasks:
-            code = (_has_identifier(t, f"{self.canon}/task") or "").split(":", 1)[-1]
-            if t.get("status") in OPEN_TASK_STATUSES:
-                open_by_code.setdefault(code, t)
-
+        ch = changes(want, plan, tasks, self.canon)
         if want.phase == "not-applicable":
-            return self._revoke(plan, list(open_by_code.values()), want, result)
-
-        creates: dict[str, dict[str, Any]] = {}
-        for code, task in want.tasks.items():
-            existing = open_by_code.get(code)
-            if existing is not None:
-                result.kept.append(f"Task/{existing['id']}")
-            else:
-                creates[code] = task
-        cancels = [t for code, t in open_by_code.items() if code not in want.tasks]
-
-        task_refs = {
-            code: f"Task/{t['id']}" for code, t in open_by_code.items() if code in want.tasks
-        }
-        task_refs.update({code: task_urn(self.canon, pid, code) for code in creates})
-        plan_body = self._plan_body(want, plan, task_refs)
-        plan_changed = plan is None or (
-            _fingerprint_of(plan, self.canon) != want.fingerprint
-            or plan.get("status") != "active"
-            or sorted(
-                a.get("reference", {}).get("reference", "")
-                for a in plan.get("activity") or []
-                if "reference" in a
-            )
-            != sorted(task_refs.values())
-        )
-        if not creates and not cancels and not plan_changed:
+            return self._revoke(plan, ch.open_tasks, want, result)
+        result.kept.extend(ch.kept)
+        if ch.unchanged:
             if plan is not None:
                 result.kept.append(f"CarePlan/{plan['id']}")
             return result
+        plan_body = self._plan_body(want, plan, ch.task_refs)
         if self.caps.transaction:
-            return self._transaction(want, plan, plan_body, plan_changed, creates, cancels, result)
-        return self._requests(want, plan, plan_body, plan_changed, creates, cancels, result)
+            return self._transaction(
+                want, plan, plan_body, ch.plan_changed, ch.creates, ch.cancels, result
+            )
+        return self._requests(
+            want, plan, plan_body, ch.plan_changed, ch.creates, ch.cancels, result
+        )
 
     def _plan_body(
         self, want: Desired, plan: dict[str, Any] | None, task_refs: dict[str, str]

@@ -183,7 +183,13 @@ def test_the_same_evaluation_again_writes_nothing(app: Flask, fhir: MedplumServe
     plans2, tasks2 = ours(fhir)
     assert versions(fhir, plans2 + tasks2) == before
     assert fhir.count("Provenance") == provenance
-    assert len(svc_of(app).store.outbox_rows()) == outcome_rows + 1  # ran, found no change
+    # The hook read our plan and tasks with the patient's data and saw nothing had changed:
+    # no write-back was even queued.
+    assert len(svc_of(app).store.outbox_rows()) == outcome_rows
+    assert (
+        'pathway_writeback_total{outcome="unchanged-in-prefetch"} 1.0'
+        in svc_of(app).metrics.render().decode()
+    )
 
 
 def test_changed_data_makes_one_new_version_and_cancels_obsolete_tasks(
