@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test lint types pytest audit bench clean
+.PHONY: setup run test lint types pytest audit bench load clean
 
 $(BIN)/pathway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ audit: $(BIN)/pathway
 
 bench: setup
 	$(BIN)/python scripts/benchmark.py
+
+# Bounded load run with write-back to the loopback FHIR server (60 s, 100 hooks/s).
+load: setup
+	$(BIN)/python scripts/loadrun.py --seconds 60 --rate 100
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/fhirserver/node_modules

@@ -97,7 +97,24 @@ def workers_of(master: int) -> list[int]:
     return out
 
 
-def hook_bodies(people: list[tuple[str, list[dict[str, Any]]]], base: str) -> list[bytes]:
+def current_plan(base: str, pid: str) -> dict[str, Any]:
+    """What an EHR would prefetch for carePlans and tasks: the current ones of ours."""
+    plans = requests.get(
+        f"{base}/CarePlan", params={"identifier": f"{CANON}/careplan|{pid}"}, timeout=30
+    ).json()
+    tasks = requests.get(
+        f"{base}/Task",
+        params={"identifier": f"{CANON}/task|", "patient": pid, "_count": "200"},
+        timeout=30,
+    ).json()
+    return {"carePlans": plans, "tasks": tasks}
+
+
+def hook_bodies(
+    people: list[tuple[str, list[dict[str, Any]]]],
+    base: str,
+    plans: dict[str, dict[str, Any]] | None = None,
+) -> list[bytes]:
     bodies = []
     for pid, resources in people:
 
@@ -110,6 +127,15 @@ def hook_bodies(people: list[tuple[str, list[dict[str, Any]]]], base: str) -> li
             }
 
         patient = next(r for r in resources if r["resourceType"] == "Patient")
+        prefetch: dict[str, Any] = {
+            "patient": patient,
+            "conditions": of("Condition"),
+            "observations": of("Observation"),
+            "medicationRequests": of("MedicationRequest", "Medication"),
+        }
+        # "current": what the EHR holds now (steady state: no write unless the plan changed);
+        # "none": the EHR says it holds nothing, so every view reconciles with the server.
+        prefetch.update(plans[pid] if plans is not None else {"carePlans": None, "tasks": None})
         bodies.append(
             orjson.dumps(
                 {
@@ -117,17 +143,10 @@ def hook_bodies(people: list[tuple[str, list[dict[str, Any]]]], base: str) -> li
                     "hookInstance": str(uuid.uuid4()),
                     "fhirServer": base,
                     "context": {"patientId": pid, "userId": "Practitioner/load"},
-                    "prefetch": {
-                        "patient": patient,
-                        "conditions": of("Condition"),
-                        "observations": of("Observation"),
-                        "medicationRequests": of("MedicationRequest", "Medication"),
-                    },
+                    "prefetch": prefetch,
                 }
             )
         )
-        # carePlans and tasks are left out: the service reads them from the FHIR server at
-        # hook time and writes only when the plan changed.
     return bodies
 
 
@@ -179,6 +198,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=100.0, help="hooks per second")
     parser.add_argument("--patients", type=int, default=40)
+    parser.add_argument(
+        "--plan-prefetch",
+        choices=("current", "none"),
+        default="current",
+        help="what the hooks say the EHR holds of our plan (see hook_bodies)",
+    )
     args = parser.parse_args()
     seconds = min(max(args.seconds, 5.0), 120.0)
 
@@ -256,10 +281,13 @@ def main() -> None:
                         break
                 except OSError:
                     time.sleep(0.1)
-            bodies = hook_bodies(people, fhir.base)
+            bodies = hook_bodies(people, fhir.base, None)
             # warm-up (also the first write of every patient), then the memory baseline
             asyncio.run(drive(port, path, bodies, tokens[: len(bodies)], 30.0, len(bodies) / 5.0))
-            time.sleep(3)
+            time.sleep(8)  # the background writes of the warm-up land
+            if args.plan_prefetch == "current":
+                current = {pid: current_plan(fhir.base, pid) for pid, _ in people}
+                bodies = hook_bodies(people, fhir.base, current)
             workers = workers_of(server.pid)
             rss_start = {w: rss_kib(w) for w in workers}
             print(
