@@ -196,7 +196,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("worker_class", "sync")
-            self.cfg.set("timeout", 30)
+            # A worker stuck on one request longer than this is killed and replaced.
+            self.cfg.set("timeout", settings.request_timeout_seconds)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("keepalive", 5)
             self.cfg.set("limit_request_line", 8190)

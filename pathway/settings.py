@@ -51,6 +51,7 @@ class Settings:
     http_timeout_seconds: float = 10.0
     hook_fetch_timeout_seconds: float = 3.0
     workers: int = 2
+    request_timeout_seconds: int = 30
     log_level: str = "INFO"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -160,6 +161,7 @@ class Settings:
             http_timeout_seconds=http_timeout,
             hook_fetch_timeout_seconds=hook_fetch_timeout,
             workers=integer("WORKERS", 2, 1, 64),
+            request_timeout_seconds=integer("REQUEST_TIMEOUT_SECONDS", 30, 5, 600),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
         )
 
