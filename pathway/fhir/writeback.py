@@ -299,12 +299,8 @@ class Reconciler:
             return result
         plan_body = self._plan_body(want, plan, ch.task_refs)
         if self.caps.transaction:
-            return self._transaction(
-                want, plan, plan_body, ch.plan_changed, ch.creates, ch.cancels, result
-            )
-        return self._requests(
-            want, plan, plan_body, ch.plan_changed, ch.creates, ch.cancels, result
-        )
+            return self._transaction(want, plan, plan_body, ch, result)
+        return self._requests(want, plan, plan_body, ch, result)
 
     def _plan_body(
         self, want: Desired, plan: dict[str, Any] | None, task_refs: dict[str, str]
@@ -375,16 +371,14 @@ class Reconciler:
         want: Desired,
         plan: dict[str, Any] | None,
         plan_body: dict[str, Any],
-        plan_changed: bool,
-        creates: dict[str, dict[str, Any]],
-        cancels: list[dict[str, Any]],
+        ch: Changes,
         result: WriteResult,
     ) -> WriteResult:
         pid = want.patient_id
         entries: list[dict[str, Any]] = []
         targets: list[str] = []
         plan_ref = f"CarePlan/{plan['id']}" if plan is not None else careplan_urn(self.canon, pid)
-        if plan_changed:
+        if ch.plan_changed:
             if plan is None:
                 entries.append(
                     {
@@ -405,7 +399,7 @@ class Reconciler:
                     {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": plan_body, "request": req}
                 )
             targets.append(entries[-1]["fullUrl"] if plan is None else plan_ref)
-        for code, task in creates.items():
+        for code, task in ch.creates.items():
             body = dict(task)
             body["basedOn"] = [{"reference": plan_ref}]
             url = task_urn(self.canon, pid, code)
@@ -422,7 +416,7 @@ class Reconciler:
                 }
             )
             targets.append(url)
-        for task in cancels:
+        for task in ch.cancels:
             req = {"method": "PUT", "url": f"Task/{task['id']}"}
             if _version(task):
                 req["ifMatch"] = f'W/"{_version(task)}"'
@@ -455,9 +449,7 @@ class Reconciler:
         want: Desired,
         plan: dict[str, Any] | None,
         plan_body: dict[str, Any],
-        plan_changed: bool,
-        creates: dict[str, dict[str, Any]],
-        cancels: list[dict[str, Any]],
+        ch: Changes,
         result: WriteResult,
     ) -> WriteResult:
         """No transactions: CarePlan first (without references to Tasks that do not exist
@@ -467,7 +459,7 @@ class Reconciler:
         targets: list[str] = []
         new_ids: dict[str, str] = {}
         body = dict(plan_body)
-        if plan is None or plan_changed:
+        if plan is None or ch.plan_changed:
             body["activity"] = [
                 a
                 for a in body["activity"]
@@ -491,7 +483,7 @@ class Reconciler:
             if verb != "found":
                 result.written.append(f"{verb} CarePlan/{plan['id']}")
                 targets.append(f"CarePlan/{plan['id']}")
-        for code, task in creates.items():
+        for code, task in ch.creates.items():
             tbody = dict(task)
             tbody["basedOn"] = [{"reference": f"CarePlan/{plan['id']}"}]
             r = self.client.request(
@@ -508,7 +500,7 @@ class Reconciler:
             if r.status == 201:
                 result.written.append(f"created Task/{created.get('id')}")
                 targets.append(f"Task/{created.get('id')}")
-        for task in cancels:
+        for task in ch.cancels:
             self.client.request(
                 "PUT", f"Task/{task['id']}", body=self._cancelled(task), headers=_if_match(task)
             )
