@@ -125,3 +125,15 @@ def test_jwt_mode_refuses_unauthenticated_apply(tmp_path: Path, config: LoadedCo
     assert resp.status_code == 401
     assert resp.get_json()["resourceType"] == "OperationOutcome"
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_the_default_store_folder_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh clone has no ./var: `make run` must still start."""
+    monkeypatch.chdir(tmp_path)
+    from pathway.store.db import Store
+
+    store = Store(Settings.from_mapping({}).database_url)
+    assert (tmp_path / "var").is_dir()
+    assert store.writable()

@@ -141,6 +141,11 @@ class Store:
         self.url = url
         db_path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
         self._sqlite_path = db_path if db_path and db_path != ":memory:" else None
+        if self._sqlite_path is not None:
+            try:  # the default ./var does not exist on a fresh clone
+                Path(self._sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create the store's folder: {e.strerror}") from e
         self._writer = _WriterLock(self._sqlite_path)
         self._thread = threading.local()
         try:
