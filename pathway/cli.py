@@ -202,6 +202,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("keepalive", 5)
             self.cfg.set("limit_request_line", 8190)
             self.cfg.set("post_worker_init", _freeze_gc)
+            # gunicorn's own lines as JSON too (its access log stays off: ours has the route)
+            self.cfg.set(
+                "logconfig_dict",
+                {
+                    "version": 1,
+                    "disable_existing_loggers": False,
+                    "formatters": {"json": {"()": "pathway.logs.JsonFormatter"}},
+                    "handlers": {
+                        "stderr": {
+                            "class": "logging.StreamHandler",
+                            "formatter": "json",
+                            "stream": "ext://sys.stderr",
+                        }
+                    },
+                    "root": {"level": "WARNING", "handlers": ["stderr"]},
+                    "loggers": {
+                        "gunicorn.error": {
+                            "handlers": ["stderr"],
+                            "level": "INFO",
+                            "propagate": False,
+                        },
+                        "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+                    },
+                },
+            )
 
         def load(self) -> Any:
             from pathway import create_app

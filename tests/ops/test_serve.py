@@ -56,3 +56,5 @@ def test_pathway_serve_starts_and_answers(tmp_path: Path) -> None:
         out, _ = server.communicate(timeout=20)
     assert b"NOT authenticated" in out  # the loud warning of auth off
     assert b"Traceback" not in out
+    lines = [ln for ln in out.decode().splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("{") for ln in lines), lines[:3]  # JSON, every line
