@@ -27,6 +27,19 @@ DEFAULT_PROFILES_DIR = PROJECT_ROOT / "fhir_profiles"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 
 # Value sets the FHIR adapter and the rules rely on: a missing one is a broken deployment.
+# Medication value sets the reader classifies orders by (the opioid-analgesic-* families come
+# from pathway.yaml's drug_groups).
+MEDICATION_VALUESETS = (
+    "buprenorphine-oud",
+    "buprenorphine-pain",
+    "methadone",
+    "naltrexone",
+    "naloxone-rescue",
+    "benzodiazepines",
+    "cns-depressants",
+    "lofexidine",
+    "clonidine",
+)
 REQUIRED_VALUESETS = (
     "oud-conditions",
     "oud-remission-conditions",
@@ -56,15 +69,7 @@ REQUIRED_VALUESETS = (
     "uds-eddp",
     "uds-benzodiazepines",
     "uds-stimulants",
-    "buprenorphine-oud",
-    "buprenorphine-pain",
-    "methadone",
-    "naltrexone",
-    "naloxone-rescue",
-    "benzodiazepines",
-    "cns-depressants",
-    "lofexidine",
-    "clonidine",
+    *MEDICATION_VALUESETS,
 )
 
 

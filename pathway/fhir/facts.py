@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pathway.config import LoadedConfig
+from pathway.config import MEDICATION_VALUESETS, LoadedConfig
 from pathway.fhir.bundle import Flattened, as_list, ref_of, reference_keys
 from pathway.rules.model import (
     ConditionFact,
@@ -61,19 +61,7 @@ CONDITION_TAGS = {
     "pregnancy-conditions": "pregnancy",
 }
 REASON_TAGS = {"oud-conditions": "oud", "opioid-withdrawal-conditions": "withdrawal"}
-MEDICATION_GROUPS = frozenset(
-    {
-        "buprenorphine-oud",
-        "buprenorphine-pain",
-        "methadone",
-        "naltrexone",
-        "naloxone-rescue",
-        "benzodiazepines",
-        "cns-depressants",
-        "lofexidine",
-        "clonidine",
-    }
-)
+MEDICATION_GROUPS = frozenset(MEDICATION_VALUESETS)
 STAGES = frozenset({"precontemplation", "contemplation", "preparation", "action", "maintenance"})
 READ_TYPES = frozenset({"Observation", "Condition", "MedicationRequest", "Task"})
 REFERENCED_TYPES = frozenset({"Medication", "Condition", "Patient"})
