@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -187,6 +191,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     settings = Settings.from_env()
+    # Metrics of all workers, added up by /metrics (a fresh directory per start).
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="pathway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        atexit.register(shutil.rmtree, metrics_dir, True)
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
@@ -202,6 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("keepalive", 5)
             self.cfg.set("limit_request_line", 8190)
             self.cfg.set("post_worker_init", _freeze_gc)
+            self.cfg.set("child_exit", _worker_gone)
             # gunicorn's own lines as JSON too (its access log stays off: ours has the route)
             self.cfg.set(
                 "logconfig_dict",
@@ -235,6 +245,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     App().run()
     return 0
+
+
+def _worker_gone(_server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def _freeze_gc(_worker: Any) -> None:

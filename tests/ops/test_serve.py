@@ -58,3 +58,51 @@ def test_pathway_serve_starts_and_answers(tmp_path: Path) -> None:
     assert b"Traceback" not in out
     lines = [ln for ln in out.decode().splitlines() if ln.strip()]
     assert lines and all(ln.startswith("{") for ln in lines), lines[:3]  # JSON, every line
+
+
+def test_metrics_add_up_every_worker(tmp_path: Path) -> None:
+    """Two workers: /metrics counts the decisions of both, whichever worker answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "PATHWAY_PORT": str(port),
+        "PATHWAY_AUTH_MODE": "off",
+        "PATHWAY_WORKERS": "2",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pathway.cli", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if requests.get(f"{base}/readyz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        body = (EXAMPLES / "patient-view.json").read_bytes()
+        for _ in range(20):  # new connections: both workers get some
+            assert (
+                requests.post(
+                    f"{base}/cds-services/oud-pathway",
+                    data=body,
+                    timeout=10,
+                    headers={"Content-Type": "application/json", "Connection": "close"},
+                ).status_code
+                == 200
+            )
+        for _ in range(4):  # every scrape, whichever worker, sees all 20
+            text = requests.get(f"{base}/metrics", timeout=5).text
+            line = next(ln for ln in text.splitlines() if ln.startswith("pathway_decisions_total{"))
+            assert line.endswith(" 20.0"), line
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
