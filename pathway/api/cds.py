@@ -217,7 +217,7 @@ def call(service_id: str) -> Response:
         cards = [card] if card is not None else []
         token = (req.get("fhirAuthorization") or {}).get("access_token")
         existing = None
-        if {"carePlans", "tasks"} <= resolved.known:
+        if svc.settings.writeback == "direct" and {"carePlans", "tasks"} <= resolved.known:
             # The request says what plan and tasks of ours the EHR holds: compare locally.
             existing = ours_in(
                 [r for r, _ in flatten(resolved.data).resources],
