@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g
@@ -22,6 +23,7 @@ from pathway.service import Service
 log = logging.getLogger("pathway.cds")
 bp = Blueprint("cds", __name__)
 
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 SERVICE_HOOKS = {
     "oud-pathway": ("patient-view",),
     "oud-order-safety": ("order-select", "order-sign"),
@@ -143,9 +145,11 @@ def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, An
         drafts = [
             r for r, _ in flatten(orders).resources if r.get("resourceType") == "MedicationRequest"
         ]
-    pid = pid.strip()
-    # Some EHRs send a reference ("Patient/123") where the spec has the id.
-    return pid.removeprefix("Patient/"), drafts
+    pid = pid.strip().removeprefix("Patient/")  # some EHRs send the reference
+    if not FHIR_ID.match(pid):
+        # It goes into FHIR search URLs: only a FHIR id (letters, digits, '-', '.', <= 64).
+        raise ApiError(400, "context.patientId is not a FHIR id.", expression=["context.patientId"])
+    return pid, drafts
 
 
 @bp.post("/cds-services/<service_id>")

@@ -784,3 +784,12 @@ def test_notifications_refused_without_a_configured_token_when_auth_is_on(
     )
     assert resp.status_code == 401
     assert "PATHWAY_NOTIFICATION_TOKEN" in resp.get_json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("pid", ["p1&_count=100000", "../Patient/x", "a b", "x" * 65])
+def test_patient_id_must_be_a_fhir_id(hooks: FlaskClient, pid: str) -> None:
+    outcome(
+        post(hooks, "/cds-services/oud-pathway", hook_request("patient-view", pid, {})),
+        400,
+        "FHIR id",
+    )

@@ -38,8 +38,8 @@ def test_pathway_serve_starts_and_answers(tmp_path: Path) -> None:
         up = False
         while time.time() < deadline and not up:
             try:
-                up = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok
-            except requests.ConnectionError:
+                up = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).ok
+            except requests.RequestException:  # not up yet (refused, or slow to answer)
                 time.sleep(0.2)
         assert up, "the service did not come up"
         resp = requests.post(
@@ -84,9 +84,9 @@ def test_metrics_add_up_every_worker(tmp_path: Path) -> None:
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
-                if requests.get(f"{base}/readyz", timeout=1).ok:
+                if requests.get(f"{base}/readyz", timeout=5).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet (refused, or slow to answer)
                 time.sleep(0.2)
         body = (EXAMPLES / "patient-view.json").read_bytes()
         for _ in range(20):  # new connections: both workers get some
