@@ -587,7 +587,8 @@ class FactReader:
         if code in ("cows-total", "dsm5-oud-criteria-count"):
             kind = "cows" if code == "cows-total" else "severity"
             m = self._quantity(res, ref, kind, when)
-            top = 48 if kind == "cows" else 11
+            # COWS tops out at cows.max_score (config); DSM-5 OUD has 11 criteria.
+            top = self.cfg.pathway.cows.max_score if kind == "cows" else 11
             if m.value is None or not 0 <= m.value <= top:
                 notes.append(f"{ref}: {code} value missing or outside 0-{top}, ignored")
                 return
