@@ -30,6 +30,8 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loopback import free_port, post, wait_for_port
 
 from pathway.config import load_config
 from pathway.evaluation import Evaluator
@@ -354,7 +356,6 @@ def hooks_through_gunicorn(seconds: float, concurrency: int) -> None:
     import asyncio
     import os
     import shutil
-    import socket
     import subprocess
     import tempfile
     import uuid
@@ -365,9 +366,7 @@ def hooks_through_gunicorn(seconds: float, concurrency: int) -> None:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "bench", "alg": "RS384"}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     path = "/cds-services/oud-pathway"
     body = hook_body(100)
@@ -409,13 +408,9 @@ def hooks_through_gunicorn(seconds: float, concurrency: int) -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.time() + 20
-            while time.time() < deadline:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                        break
-                except OSError:
-                    time.sleep(0.1)
+            if not wait_for_port(port, 20):
+                print(f"{100:>9}  patient-view via gunicorn: the server did not start")
+                return
             wrk = shutil.which("wrk")
             if wrk:
                 result = _wrk(wrk, port, path, body, tokens, seconds, concurrency, Path(tmp))
@@ -529,25 +524,11 @@ async def _load(
             token = next(it, None)
             if token is None:
                 return
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode()
-            t0 = time.perf_counter()
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(head + body)
-                await writer.drain()
-                data = await reader.read()
-                writer.close()
-            except OSError:
+            latency = await post(port, path, body, token)
+            if latency is None:
                 errors += 1
-                continue
-            if data.startswith(b"HTTP/1.1 200"):
-                latencies.append((time.perf_counter() - t0) * 1000)
             else:
-                errors += 1
+                latencies.append(latency)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, errors, time.perf_counter() - start

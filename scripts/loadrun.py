@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -35,6 +34,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loopback import free_port, post, wait_for_port  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "tests"))
 CANON = "https://oud-pathway.github.io/fhir"
 SCENARIOS = [
@@ -45,12 +47,6 @@ SCENARIOS = [
     "remission-recovery",
     "nlx-suitable-short-8d",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def patients(n: int) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -161,25 +157,11 @@ async def drive(
 
     async def one(body: bytes, token: str) -> None:
         nonlocal errors
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
-        t0 = time.perf_counter()
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(head + body)
-            await writer.drain()
-            data = await reader.read()
-            writer.close()
-        except OSError:
+        latency = await post(port, path, body, token)
+        if latency is None:
             errors += 1
-            return
-        if data.startswith(b"HTTP/1.1 200"):
-            latencies.append((time.perf_counter() - t0) * 1000)
         else:
-            errors += 1
+            latencies.append(latency)
 
     while (now := time.perf_counter()) - start < seconds:
         due = int((now - start) * rate)
@@ -274,13 +256,8 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.time() + 30
-            while time.time() < deadline:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                        break
-                except OSError:
-                    time.sleep(0.1)
+            if not wait_for_port(port, 30):
+                raise SystemExit("pathway serve did not start")
             bodies = hook_bodies(people, fhir.base, None)
             # warm-up (also the first write of every patient), then the memory baseline
             asyncio.run(drive(port, path, bodies, tokens[: len(bodies)], 30.0, len(bodies) / 5.0))

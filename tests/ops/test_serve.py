@@ -8,14 +8,26 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 EXAMPLES = Path(__file__).parent.parent.parent / "examples"
+HOOK = (EXAMPLES / "patient-view.json").read_bytes()
 
 
-def test_pathway_serve_starts_and_answers(tmp_path: Path) -> None:
+@dataclass
+class Served:
+    base: str
+    output: bytes = field(default=b"")  # stdout+stderr, once the server has stopped
+
+
+@contextmanager
+def serve(cwd: Path, workers: int) -> Iterator[Served]:
+    """Start `pathway serve` (auth off, default store under cwd), wait until ready, stop."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -23,37 +35,49 @@ def test_pathway_serve_starts_and_answers(tmp_path: Path) -> None:
         **os.environ,
         "PATHWAY_PORT": str(port),
         "PATHWAY_AUTH_MODE": "off",
-        "PATHWAY_WORKERS": "1",
+        "PATHWAY_WORKERS": str(workers),
     }
-    env.pop("PATHWAY_DATABASE_URL", None)
+    for name in ("PATHWAY_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(name, None)
     server = subprocess.Popen(
         [sys.executable, "-m", "pathway.cli", "serve"],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    served = Served(f"http://127.0.0.1:{port}")
     try:
         deadline = time.time() + 30
         up = False
         while time.time() < deadline and not up:
             try:
-                up = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).ok
+                up = requests.get(f"{served.base}/readyz", timeout=5).ok
             except requests.RequestException:  # not up yet (refused, or slow to answer)
                 time.sleep(0.2)
         assert up, "the service did not come up"
-        resp = requests.post(
-            f"http://127.0.0.1:{port}/cds-services/oud-pathway",
-            data=(EXAMPLES / "patient-view.json").read_bytes(),
-            headers={"Content-Type": "application/json"},
-            timeout=10,
-        )
+        yield served
+    finally:
+        server.terminate()
+        served.output, _ = server.communicate(timeout=20)
+
+
+def call_hook(base: str) -> requests.Response:
+    return requests.post(
+        f"{base}/cds-services/oud-pathway",
+        data=HOOK,
+        timeout=10,
+        headers={"Content-Type": "application/json", "Connection": "close"},
+    )
+
+
+def test_pathway_serve_starts_and_answers(tmp_path: Path) -> None:
+    with serve(tmp_path, workers=1) as served:
+        resp = call_hook(served.base)
         assert resp.status_code == 200
         assert resp.json()["cards"][0]["summary"].startswith("OUD pathway:")
         assert (tmp_path / "var" / "pathway.sqlite3").exists()
-    finally:
-        server.terminate()
-        out, _ = server.communicate(timeout=20)
+    out = served.output
     assert b"NOT authenticated" in out  # the loud warning of auth off
     assert b"Traceback" not in out
     lines = [ln for ln in out.decode().splitlines() if ln.strip()]
@@ -62,47 +86,10 @@ def test_pathway_serve_starts_and_answers(tmp_path: Path) -> None:
 
 def test_metrics_add_up_every_worker(tmp_path: Path) -> None:
     """Two workers: /metrics counts the decisions of both, whichever worker answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "PATHWAY_PORT": str(port),
-        "PATHWAY_AUTH_MODE": "off",
-        "PATHWAY_WORKERS": "2",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pathway.cli", "serve"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{base}/readyz", timeout=5).ok:
-                    break
-            except requests.RequestException:  # not up yet (refused, or slow to answer)
-                time.sleep(0.2)
-        body = (EXAMPLES / "patient-view.json").read_bytes()
+    with serve(tmp_path, workers=2) as served:
         for _ in range(20):  # new connections: both workers get some
-            assert (
-                requests.post(
-                    f"{base}/cds-services/oud-pathway",
-                    data=body,
-                    timeout=10,
-                    headers={"Content-Type": "application/json", "Connection": "close"},
-                ).status_code
-                == 200
-            )
+            assert call_hook(served.base).status_code == 200
         for _ in range(4):  # every scrape, whichever worker, sees all 20
-            text = requests.get(f"{base}/metrics", timeout=5).text
+            text = requests.get(f"{served.base}/metrics", timeout=5).text
             line = next(ln for ln in text.splitlines() if ln.startswith("pathway_decisions_total{"))
             assert line.endswith(" 20.0"), line
-    finally:
-        server.terminate()
-        server.communicate(timeout=20)
