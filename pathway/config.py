@@ -178,6 +178,14 @@ class LocalAlias:
 OBSERVATION_CODES = ("cows-total", "dsm5-oud-criteria-count", "last-opioid-use", "readiness-stage")
 
 
+# Task thresholds the rules read directly (PATHWAY.md §7-8): no default lives in the code.
+REQUIRED_TASK_FIELDS = {
+    "collect-uds": ("naltrexone_not_yet_days",),
+    "order-lft": ("buprenorphine_interval_days",),
+    "pregnancy-test": ("min_age", "max_age"),
+}
+
+
 def check_against_codesystems(
     cfg: rc.PathwayConfig, file: Path, conformance: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
@@ -190,6 +198,10 @@ def check_against_codesystems(
             raise ConfigError(file, f"CodeSystem/{cs_id}", "missing from fhir_profiles")
         return [str(c["code"]) for c in cs.get("concept", []) if isinstance(c, dict)]
 
+    for code, names in REQUIRED_TASK_FIELDS.items():
+        for name in names:
+            if getattr(cfg.tasks.get(code), name, None) is None:
+                raise ConfigError(file, f"tasks.{code}.{name}", "missing")
     task_codes = codes("oud-pathway-action")
     phases = [p for p in codes("oud-pathway-phase") if p != "not-applicable"]
     for code in task_codes:

@@ -166,3 +166,19 @@ def test_a_task_code_the_codesystem_does_not_define_is_refused(cfg_dir: Path) ->
     with pytest.raises(ConfigError) as e:
         load_config(cfg_dir, DEFAULT_PROFILES_DIR)
     assert e.value.field == "tasks.make-tea"
+
+
+@pytest.mark.parametrize(
+    ("task", "name"),
+    [
+        ("collect-uds", "naltrexone_not_yet_days"),
+        ("order-lft", "buprenorphine_interval_days"),
+        ("pregnancy-test", "min_age"),
+        ("pregnancy-test", "max_age"),
+    ],
+)
+def test_task_thresholds_the_rules_read_are_required(cfg_dir: Path, task: str, name: str) -> None:
+    edit_yaml(cfg_dir, lambda d: d["tasks"][task].pop(name))
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg_dir, DEFAULT_PROFILES_DIR)
+    assert e.value.field == f"tasks.{task}.{name}"

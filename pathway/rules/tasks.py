@@ -77,6 +77,13 @@ class _Planner:
         )
 
 
+def _required(value: int | None) -> int:
+    """A threshold the config loader guarantees (see config.REQUIRED_TASK_FIELDS)."""
+    if value is None:
+        raise ValueError("a required task threshold is missing from the configuration")
+    return value
+
+
 def _has_qualifying_uds(f: Findings, days: int) -> bool:
     """§8: any drug screen with a readable result, whatever its analyte, surely in the window."""
     return any(
@@ -110,7 +117,7 @@ def plan_tasks(
     uds_days = p.interval("collect-uds")
     if not _has_qualifying_uds(f, uds_days):
         p.add("collect-uds", f"No drug screen result in the last {uds_days} days ({phase}).")
-    nt_days = cfg.tasks["collect-uds"].naltrexone_not_yet_days or 7
+    nt_days = _required(cfg.tasks["collect-uds"].naltrexone_not_yet_days)
     if status.get("naltrexone") == "not-yet" and not _has_qualifying_uds(f, nt_days):
         p.add(
             "collect-uds",
@@ -162,7 +169,7 @@ def plan_tasks(
             f"Naltrexone {nal_status}: no ALT/AST in the last "
             f"{p.interval('order-lft')} days (baseline liver function).",
         )
-    bup_days = cfg.tasks["order-lft"].buprenorphine_interval_days or 365
+    bup_days = _required(cfg.tasks["order-lft"].buprenorphine_interval_days)
     if status.get("buprenorphine") == "active" and not _measured(f, ("alt", "ast"), bup_days):
         p.add("order-lft", "On buprenorphine: no ALT/AST in the last 12 months.", interval=bup_days)
 
@@ -181,8 +188,8 @@ def plan_tasks(
         facts.patient.gender == "female"
         and ages is not None
         and not f.known_pregnant
-        and ages[1] >= (rule.min_age or 12)
-        and ages[0] <= (rule.max_age or 50)
+        and ages[1] >= _required(rule.min_age)
+        and ages[0] <= _required(rule.max_age)
         and not _measured(f, ("hcg", "pregnancy"), p.interval("pregnancy-test"))
     ):
         p.add(
