@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from gunicorn import glogging
 
 from pathway.config import ConfigError, load_config
 from pathway.evaluation import Evaluation, Evaluator
@@ -212,6 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("limit_request_line", 8190)
             self.cfg.set("post_worker_init", _freeze_gc)
             self.cfg.set("child_exit", _worker_gone)
+            self.cfg.set("logger_class", "pathway.cli.GunicornLogger")
             # gunicorn's own lines as JSON too (its access log stays off: ours has the route)
             self.cfg.set(
                 "logconfig_dict",
@@ -245,6 +247,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     App().run()
     return 0
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's logger without its access line: ours (pathway.api.observability) has the
+    route and the request id, and gunicorn would format its atoms for every request only to
+    drop them."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
 
 
 def _worker_gone(_server: Any, worker: Any) -> None:

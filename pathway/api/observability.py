@@ -52,7 +52,7 @@ def install(app: Flask) -> None:
     def _finish(resp: Response) -> Response:
         for k, v in SECURITY_HEADERS.items():
             resp.headers.setdefault(k, v)
-        if request.url_root.startswith("https://"):
+        if request.scheme == "https":
             resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         rid = g.get("request_id")
         if rid:

@@ -91,13 +91,15 @@ def parse_when(value: Any) -> When | None:
     """FHIR date / dateTime / instant -> When (UTC). Partial dates become ranges."""
     if not isinstance(value, str) or len(value) < 4:
         return None
-    v = value.strip()
+    v = value.strip() if value[-1].isspace() or value[0].isspace() else value
+    n = len(v)
     try:
-        if len(v) == 4:
-            y = int(v)
-            start = datetime(y, 1, 1, tzinfo=UTC)
-            return When(start, datetime(y, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), "year")
-        if len(v) == 7:
+        if n > 10:  # a dateTime or instant, the common case: 3.11 reads "Z" and fractions
+            d = datetime.fromisoformat(v)
+        elif n == 10:
+            d = datetime.fromisoformat(v).replace(tzinfo=UTC)
+            return When(d, d + _DAY_LESS_1US, "day")
+        elif n == 7:
             y, m = int(v[:4]), int(v[5:7])
             last = calendar.monthrange(y, m)[1]
             return When(
@@ -105,10 +107,12 @@ def parse_when(value: Any) -> When | None:
                 datetime(y, m, last, 23, 59, 59, 999999, tzinfo=UTC),
                 "month",
             )
-        if len(v) == 10:
-            d = datetime.fromisoformat(v).replace(tzinfo=UTC)
-            return When(d, d + timedelta(days=1) - timedelta(microseconds=1), "day")
-        d = datetime.fromisoformat(v)  # 3.11 reads "Z" and fractions
+        elif n == 4:
+            y = int(v)
+            start = datetime(y, 1, 1, tzinfo=UTC)
+            return When(start, datetime(y, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), "year")
+        else:
+            d = datetime.fromisoformat(v)
     except ValueError:
         return None
     # A time without a zone is not valid FHIR; read it as UTC rather than drop it.
@@ -117,6 +121,9 @@ def parse_when(value: Any) -> When | None:
     elif d.tzinfo is not UTC:
         d = d.astimezone(UTC)
     return When(d, d, "instant")
+
+
+_DAY_LESS_1US = timedelta(days=1) - timedelta(microseconds=1)
 
 
 def _first_when(*values: Any) -> When | None:

@@ -19,7 +19,8 @@ class When(NamedTuple):
     year-month its month, a year its year. Rules that raise concern ask whether the value *may*
     fall in a window; rules that reassure ask whether it *surely* does (unknown is not negative).
     (A NamedTuple rather than a frozen dataclass: one is built for every date read, and tuples
-    are several times cheaper to build; it is just as immutable.)
+    are several times cheaper to build; it is just as immutable. The facts below are
+    NamedTuples for the same reason: a prefetch of 500 resources builds hundreds of them.)
     """
 
     earliest: datetime
@@ -44,8 +45,7 @@ class PatientFacts:
     gender: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ConditionFact:
+class ConditionFact(NamedTuple):
     ref: str
     tags: frozenset[
         str
@@ -54,8 +54,7 @@ class ConditionFact:
     when: When | None  # recordedDate, else onset
 
 
-@dataclass(frozen=True, slots=True)
-class MedicationOrder:
+class MedicationOrder(NamedTuple):
     ref: str
     groups: frozenset[
         str
@@ -66,16 +65,14 @@ class MedicationOrder:
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class DrugScreen:
+class DrugScreen(NamedTuple):
     ref: str
     analyte: str  # opiates | fentanyl | 6mam | oxycodone | buprenorphine | methadone | eddp | ...
     result: Result
     when: When | None
 
 
-@dataclass(frozen=True, slots=True)
-class Measurement:
+class Measurement(NamedTuple):
     """A numeric or coded observation: cows, severity, alt, ast, qtc, sbp, hr, hcg, pregnancy."""
 
     ref: str
@@ -86,22 +83,19 @@ class Measurement:
     result: Result = Result.UNKNOWN  # for hcg and pregnancy status (positive = pregnant)
 
 
-@dataclass(frozen=True, slots=True)
-class LastUse:
+class LastUse(NamedTuple):
     ref: str
     used: When | None  # the valueDateTime
     opioid_type: str | None  # short-acting | long-acting | fentanyl | None (counts as long-acting)
 
 
-@dataclass(frozen=True, slots=True)
-class StageOfChange:
+class StageOfChange(NamedTuple):
     ref: str
     stage: str | None  # precontemplation ... maintenance; None when the code is unreadable
     when: When | None
 
 
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
+class TaskRecord(NamedTuple):
     """A Task of ours already in the EHR (completed ones satisfy a task inside its interval)."""
 
     ref: str

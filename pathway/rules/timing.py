@@ -67,12 +67,15 @@ def sort_key(when: When | None) -> tuple[datetime, datetime]:
 
 
 def describe(when: When | None) -> str:
+    """The value as a clinician reads it, to its known precision (always UTC)."""
     if when is None:
         return "date unknown"
+    # isoformat and slicing: several times cheaper than strftime, and years stay 4 digits.
     if when.precision == "instant":
-        return when.earliest.strftime("%Y-%m-%d %H:%M UTC")
+        return when.earliest.isoformat(" ", "minutes")[:16] + " UTC"
+    text = when.earliest.date().isoformat()
     if when.precision == "day":
-        return when.earliest.strftime("%Y-%m-%d")
+        return text
     if when.precision == "month":
-        return when.earliest.strftime("%Y-%m")
-    return when.earliest.strftime("%Y")
+        return text[:7]
+    return text[:4]
