@@ -29,9 +29,10 @@ from typing import Any
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The checkout goes last: PYTHONPATH=build/compiled (`make bench`) measures the compiled build.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback import free_port, post, wait_for_port
+from loopback import free_port, post, server_env, wait_for_port
 
 from pathway.config import load_config
 from pathway.evaluation import Evaluator
@@ -173,6 +174,17 @@ def measure(fn: Callable[[], Any], iterations: int) -> tuple[float, float]:
     return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
 
 
+def build() -> str:
+    import pathway.rules.findings
+
+    origin = Path(pathway.rules.findings.__file__ or "")
+    return (
+        "compiled with mypyc (production)"
+        if origin.suffix == ".so"
+        else "pure Python (`make bench` measures the compiled build)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=2000)
@@ -180,6 +192,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--skip-server", action="store_true")
     args = parser.parse_args()
+    print(f"pathway build: {build()}")
     evaluator = Evaluator(load_config())
     gc.collect()
     gc.freeze()  # as the gunicorn workers do after start
@@ -401,9 +414,20 @@ def hooks_through_gunicorn(seconds: float, concurrency: int) -> None:
             "PATHWAY_DATABASE_URL": f"sqlite:///{tmp}/g.db",
             "PATHWAY_LOG_LEVEL": "ERROR",
         }
+        probe = subprocess.run(
+            [sys.executable, "-c", "import pathway.rules.findings as m; print(m.__file__)"],
+            env=server_env(env),
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        kind = "compiled" if probe.endswith(".so") else "pure Python"
+        print(f"      gunicorn workers run the {kind} build")
         server = subprocess.Popen(
             [sys.executable, "-m", "pathway.cli", "serve"],
-            env=env,
+            env=server_env(env),
+            cwd=tmp,  # not the checkout: `-m` puts the working directory first on sys.path
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

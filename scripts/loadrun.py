@@ -35,7 +35,7 @@ from jwt.algorithms import RSAAlgorithm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback import free_port, post, wait_for_port  # noqa: E402
+from loopback import free_port, post, server_env, wait_for_port  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 CANON = "https://oud-pathway.github.io/fhir"
@@ -251,7 +251,8 @@ def main() -> None:
         }
         server = subprocess.Popen(
             [sys.executable, "-m", "pathway.cli", "serve"],
-            env=env,
+            env=server_env(env),
+            cwd=tmp,  # not the checkout: `-m` puts the working directory first on sys.path
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
+from pathlib import Path
+
+
+def server_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment for a `pathway serve` child started in another directory: PYTHONPATH
+    entries made absolute, so PYTHONPATH=build/compiled still selects the compiled build."""
+    given = env.get("PYTHONPATH")
+    if given:
+        env = {
+            **env,
+            "PYTHONPATH": os.pathsep.join(str(Path(p).resolve()) for p in given.split(os.pathsep)),
+        }
+    return env
 
 
 def free_port() -> int:

@@ -22,6 +22,15 @@ from pathway.settings import Settings
 DATA = Path(__file__).parent / "data"
 
 
+def pathway_build() -> str:
+    """Which build of the service the suite is testing: `make test` runs it against both."""
+    import pathway.rules.findings
+
+    origin = Path(pathway.rules.findings.__file__ or "")
+    kind = "compiled (mypyc)" if origin.suffix == ".so" else "pure Python"
+    return f"{kind}, from {origin.parent.parent.parent}"
+
+
 @pytest.fixture(scope="session")
 def config() -> LoadedConfig:
     return load_config()
@@ -74,6 +83,7 @@ def client(app: Flask) -> FlaskClient:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     from fuzz_counts import COUNTS
 
+    terminalreporter.write_line(f"pathway build tested: {pathway_build()}")
     if COUNTS:
         total = sum(v for k, v in COUNTS.items() if "refused" not in k)  # refused: a subset
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(COUNTS.items()))

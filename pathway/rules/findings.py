@@ -333,7 +333,9 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
         ):
             preg_refs.append(m.ref)
     for c in conditions:
-        if "pregnancy" in c.tags and c.clinical_status in (None, *ACTIVE_CONDITION):
+        if "pregnancy" in c.tags and (
+            c.clinical_status is None or c.clinical_status in ACTIVE_CONDITION
+        ):
             preg_refs.append(c.ref)
 
     return Findings(
