@@ -34,12 +34,16 @@ def main() -> int:
     shutil.copytree(
         ROOT / "pathway", dest / "pathway", ignore=shutil.ignore_patterns("__pycache__", "*.so")
     )
-    shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")  # the same mypy settings
     for name in ("config", "fhir_profiles"):
         (dest / name).symlink_to(ROOT / name, target_is_directory=True)
     mypyc = Path(sys.executable).with_name("mypyc")
     result = subprocess.run(
-        [str(mypyc), *modules()], cwd=dest, capture_output=True, text=True, check=False
+        # the checkout's mypy settings; mypyc takes mypy options among the paths
+        [str(mypyc), f"--config-file={ROOT / 'pyproject.toml'}", *modules()],
+        cwd=dest,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         print(result.stdout[-4000:], result.stderr[-4000:], sep="\n", file=sys.stderr)
