@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g
@@ -15,7 +14,7 @@ from pathway.api.jsonio import json_response, read_json_body
 from pathway.api.observability import REQUEST_ID
 from pathway.api.schemas import load_or_400
 from pathway.evaluation import evidence_dates
-from pathway.fhir.bundle import flatten
+from pathway.fhir.bundle import FHIR_ID, flatten
 from pathway.fhir.prefetch import resolve
 from pathway.fhir.writeback import ours_in
 from pathway.service import Service
@@ -23,7 +22,6 @@ from pathway.service import Service
 log = logging.getLogger("pathway.cds")
 bp = Blueprint("cds", __name__)
 
-FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 SERVICE_HOOKS = {
     "oud-pathway": ("patient-view",),
     "oud-order-safety": ("order-select", "order-sign"),
@@ -146,7 +144,7 @@ def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, An
             r for r, _ in flatten(orders).resources if r.get("resourceType") == "MedicationRequest"
         ]
     pid = pid.strip().removeprefix("Patient/")  # some EHRs send the reference
-    if not FHIR_ID.match(pid):
+    if not FHIR_ID.fullmatch(pid):
         # It goes into FHIR search URLs: only a FHIR id (letters, digits, '-', '.', <= 64).
         raise ApiError(400, "context.patientId is not a FHIR id.", expression=["context.patientId"])
     return pid, drafts

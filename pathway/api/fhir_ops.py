@@ -8,10 +8,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app
 
 from pathway.api.auth import require_caller
-from pathway.api.cds import FHIR_ID
 from pathway.api.errors import ApiError
 from pathway.api.jsonio import fhir_response, read_json_body
 from pathway.api.schemas import ParametersSchema, load_or_400
+from pathway.fhir.bundle import FHIR_ID
 from pathway.fhir.facts import NoPatientError, parse_when
 from pathway.service import Service
 
@@ -116,7 +116,7 @@ def apply() -> Response:
             expression=["Parameters.parameter[subject]"],
         )
     subject = subjects[0]["valueString"].strip()
-    if not subject.startswith("Patient/") or not FHIR_ID.match(subject[8:]):
+    if not subject.startswith("Patient/") or not FHIR_ID.fullmatch(subject[8:]):
         raise ApiError(
             400,
             f"subject must look like 'Patient/{{id}}', got {subject[:80]!r}.",

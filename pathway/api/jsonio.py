@@ -5,13 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Response, request
+from flask import Response, current_app, request
 
 FHIR_JSON = "application/fhir+json"
 
 
-def read_json_body() -> Any:
-    """The request body parsed, or an ApiError naming what is wrong with it."""
+def read_body() -> bytes:
+    """The raw request body. It reads the server's stream: call it (or read_json_body) once,
+    before anything else reads the body."""
+    length = request.content_length
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if length is not None and limit is not None and length <= limit:
+        # The declared length is within the limit: read it from the server's stream in one call
+        # (werkzeug's LimitedStream would copy it through in chunks).
+        data: bytes = request.environ["wsgi.input"].read(length)
+        return data
+    return request.get_data(cache=False)  # chunked, or too large: werkzeug answers 413
+
+
+def read_json_body(raw: bytes | None = None) -> Any:
+    """The request body (or `raw`, read already with read_body) parsed, or an ApiError naming
+    what is wrong with it."""
     from pathway.api.errors import ApiError
 
     ctype = (request.mimetype or "").lower()
@@ -19,7 +33,8 @@ def read_json_body() -> Any:
         raise ApiError(
             415, f"Content-Type {ctype!r} is not JSON: send application/json or {FHIR_JSON}."
         )
-    raw = request.get_data(cache=False)  # honours MAX_CONTENT_LENGTH (413)
+    if raw is None:
+        raw = read_body()
     if not raw.strip():
         raise ApiError(400, "The request body is empty: a JSON object was expected.")
     try:

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from pathway.api.errors import ApiError, operation_outcome
-from pathway.api.jsonio import fhir_response, read_json_body
+from pathway.api.jsonio import fhir_response, read_body, read_json_body
 from pathway.fhir.bundle import as_list, flatten
 from pathway.fhir.client import FhirError
 from pathway.service import Service
@@ -92,13 +92,14 @@ def patients_in(body: Any, read: Any) -> tuple[set[str], list[str]]:
 def notification() -> Response:
     svc: Service = current_app.extensions["pathway"]
     _check_caller(svc)
-    if not request.get_data(cache=True).strip():
+    raw = read_body()
+    if not raw.strip():
         return fhir_response(
             operation_outcome(
                 "Heartbeat or id-only ping: nothing to do.", "informational", "information"
             )
         )
-    body = read_json_body()
+    body = read_json_body(raw)
     base = svc.settings.fhir_base_url
     if not base:
         raise ApiError(

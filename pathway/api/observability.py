@@ -25,9 +25,11 @@ SECURITY_HEADERS = {
 def current_request_id() -> str | None:
     try:
         rid = g.get("request_id")
+        if not rid:
+            rid = g.request_id = uuid.uuid4().hex
     except RuntimeError:  # outside a request
         return None
-    return str(rid) if rid else None
+    return str(rid)
 
 
 class RequestIdFilter(logging.Filter):
@@ -46,7 +48,9 @@ def install(app: Flask) -> None:
     def _start() -> None:
         g.started = time.perf_counter()
         given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        if REQUEST_ID.match(given):
+            g.request_id = given
+        # else one is made when first needed (a CDS call names itself by its hookInstance)
 
     @app.after_request
     def _finish(resp: Response) -> Response:
@@ -54,9 +58,9 @@ def install(app: Flask) -> None:
             resp.headers.setdefault(k, v)
         if request.scheme == "https":
             resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        rid = g.get("request_id")
+        rid = current_request_id()
         if rid:
-            resp.headers["X-Request-ID"] = str(rid)
+            resp.headers["X-Request-ID"] = rid
         started = g.get("started")
         if started is not None:
             seconds = time.perf_counter() - started

@@ -7,6 +7,7 @@ OperationOutcomes (kept aside as warnings, never treated as data).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,9 +99,13 @@ def reference_keys(resource: dict[str, Any], full_url: str | None) -> Iterator[s
                 yield f"{parts[-2]}/{parts[-1]}"
 
 
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
 def ref_of(resource: dict[str, Any], full_url: str | None = None) -> str:
-    """The evidence reference for a resource: `Type/id`, else its fullUrl."""
+    """The evidence reference for a resource: `Type/id`, else its fullUrl. An id that is not a
+    FHIR id (e.g. "/") would make a broken reference: the fullUrl stands in for it."""
     rtype, rid = resource.get("resourceType"), resource.get("id")
-    if isinstance(rid, str) and rid:
+    if isinstance(rid, str) and FHIR_ID.fullmatch(rid):
         return f"{rtype}/{rid}"
     return full_url or f"{rtype}/(no id)"

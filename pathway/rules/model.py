@@ -120,8 +120,7 @@ class Facts:
 # ---------------------------------------------------------------- decision
 
 
-@dataclass(frozen=True, slots=True)
-class MedicationOption:
+class MedicationOption(NamedTuple):
     medication: str  # buprenorphine | methadone | naltrexone | naloxone | lofexidine | clonidine
     status: (
         str  # active | suitable | caution | not-yet | contraindicated | recommended | not-indicated
@@ -130,8 +129,7 @@ class MedicationOption:
     evidence: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedTask:
+class PlannedTask(NamedTuple):
     code: str
     reason: str
     due: date
@@ -139,8 +137,7 @@ class PlannedTask:
     evidence: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class SafetyFlag:
+class SafetyFlag(NamedTuple):
     code: str
     indicator: str  # info | warning | critical
     summary: str

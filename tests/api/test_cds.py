@@ -182,6 +182,37 @@ def test_patient_view_every_scenario(open_app: Flask, hooks: FlaskClient, path: 
     assert expect["phase"].capitalize() in card["summary"]
 
 
+def test_body_without_content_length_is_read_too(open_app: Flask, hooks: FlaskClient) -> None:
+    """A chunked request (no Content-Length) takes werkzeug's path; a declared length is read
+    in one call. Both give the same card."""
+    import io
+
+    case = scenario("oud-dx-no-moud")
+    at(open_app, case["asOf"])
+    raw = orjson.dumps(hook_request("patient-view", "p1", prefetch_of(case["bundle"])))
+    declared = hooks.post(
+        "/cds-services/oud-pathway", data=raw, content_type="application/json"
+    ).get_json()
+    chunked = hooks.post(
+        "/cds-services/oud-pathway",
+        input_stream=io.BytesIO(raw),
+        content_type="application/json",
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert chunked.status_code == 200
+    strip = {"uuid"}
+
+    def without_ids(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: without_ids(v) for k, v in x.items() if k not in strip}
+        if isinstance(x, list):
+            return [without_ids(v) for v in x]
+        return x
+
+    assert without_ids(chunked.get_json()) == without_ids(declared)
+    assert declared["cards"][0]["extension"]["io.github.oud-pathway.assessment"]["phase"]
+
+
 def test_pathway_card_content(open_app: Flask, hooks: FlaskClient) -> None:
     case = scenario("bup-day45-fentanyl-return-to-use")
     at(open_app, case["asOf"])
@@ -786,7 +817,9 @@ def test_notifications_refused_without_a_configured_token_when_auth_is_on(
     assert "PATHWAY_NOTIFICATION_TOKEN" in resp.get_json()["issue"][0]["diagnostics"]
 
 
-@pytest.mark.parametrize("pid", ["p1&_count=100000", "../Patient/x", "a b", "x" * 65])
+@pytest.mark.parametrize(
+    "pid", ["p1&_count=100000", "../Patient/x", "a b", "x" * 65, "p1\nHost: x"]
+)
 def test_patient_id_must_be_a_fhir_id(hooks: FlaskClient, pid: str) -> None:
     outcome(
         post(hooks, "/cds-services/oud-pathway", hook_request("patient-view", pid, {})),

@@ -397,3 +397,16 @@ def test_as_of_is_an_input(evaluator: Evaluator) -> None:
     b = bundle(patient(), condition())
     early = evaluator.evaluate(b, AS_OF).decision
     assert early.as_of == AS_OF
+
+
+def test_an_id_that_is_no_fhir_id_is_not_put_into_a_reference() -> None:
+    """Found by the property tests: an id of "/" made the evidence reference "Observation//"."""
+    from pathway.fhir.bundle import ref_of
+
+    obs = {"resourceType": "Observation", "id": "/"}
+    assert ref_of(obs, "https://ehr.example.org/fhir/Observation/o1") == (
+        "https://ehr.example.org/fhir/Observation/o1"
+    )
+    assert ref_of(obs) == "Observation/(no id)"
+    assert ref_of({"resourceType": "Observation", "id": "o-1.2"}) == "Observation/o-1.2"
+    assert ref_of({"resourceType": "Observation", "id": "o1\n"}) == "Observation/(no id)"
