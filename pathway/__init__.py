@@ -50,6 +50,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         resources={r"/cds-services*": {"origins": "*"}},
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
+        # CORS headers answer browsers, which always send Origin; EHR servers calling the
+        # service directly get none (and the hook skips the work)
+        always_send=False,
     )
     if settings.writeback != "off" and overrides.get("START_OUTBOX", True):
         service.writeback.start()

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import logging
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -44,6 +43,7 @@ log = logging.getLogger("pathway.store")
 metadata = MetaData()
 AUDIT_BATCH = 200
 AUDIT_FLUSH_SECONDS = 0.5
+JTI_PRUNE_SECONDS = 60.0
 
 feedback = Table(
     "feedback",
@@ -83,6 +83,8 @@ seen_jti = Table(
     metadata,
     Column("key", String(300), primary_key=True),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    # SQLite: the rows live in the key's B-tree (one tree written per call, not two)
+    sqlite_with_rowid=False,
 )
 health = Table(
     "health",
@@ -148,6 +150,7 @@ class Store:
                 raise StoreError(f"cannot create the store's folder: {e.strerror}") from e
         self._writer = _WriterLock(self._sqlite_path)
         self._thread = threading.local()
+        self._jti_pruned = time.monotonic()
         try:
             self.engine = _engine(url)
             metadata.create_all(self.engine)
@@ -365,9 +368,17 @@ class Store:
                 c.execute(insert(seen_jti).values(key=key, expires_at=expires_at))
         except IntegrityError:
             return False
-        if secrets.randbelow(256) == 0:
+        if self._prune_due():
             with self.engine.begin() as c:
                 c.execute(delete(seen_jti).where(seen_jti.c.expires_at < datetime.now(UTC)))
+        return True
+
+    def _prune_due(self) -> bool:
+        """Expired jti rows are deleted at most once a minute per process (a table scan)."""
+        now = time.monotonic()
+        if now - self._jti_pruned < JTI_PRUNE_SECONDS:
+            return False
+        self._jti_pruned = now
         return True
 
     def _remember_jti_sqlite(self, key: str, expires_at: datetime) -> bool:
@@ -379,12 +390,13 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._thread.conn = conn
-        expires = expires_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        # SQLAlchemy's SQLite text form, "YYYY-MM-DD HH:MM:SS.ffffff" (it sorts as time does)
+        expires = expires_at.astimezone(UTC).isoformat(" ", "microseconds")[:26]
         try:
             with self._writer:
                 conn.execute("INSERT INTO seen_jti (key, expires_at) VALUES (?, ?)", (key, expires))
-                if secrets.randbelow(256) == 0:
-                    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+                if self._prune_due():
+                    now = datetime.now(UTC).isoformat(" ", "microseconds")[:26]
                     conn.execute("DELETE FROM seen_jti WHERE expires_at < ?", (now,))
         except sqlite3.IntegrityError:
             return False

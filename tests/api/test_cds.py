@@ -779,6 +779,10 @@ def test_discovery_is_public_and_cors_allows_browsers(secure: FlaskClient) -> No
     )
     assert pre.headers["Access-Control-Allow-Origin"] in ("*", "https://ehr-ui.example.org")
     assert "authorization" in pre.headers["Access-Control-Allow-Headers"].lower()
+    browser = secure.get("/cds-services", headers={"Origin": "https://ehr-ui.example.org"})
+    assert browser.headers["Access-Control-Allow-Origin"] in ("*", "https://ehr-ui.example.org")
+    # a server-to-server call (no Origin) needs no CORS headers
+    assert "Access-Control-Allow-Origin" not in secure.get("/cds-services").headers
 
 
 # ------------------------------------------------------------------ notifications (auth)
