@@ -12,7 +12,9 @@
    asyncio client in this process. Target: >= 1,000 requests/s with p99 <= 20 ms.
 
 Figures are printed, never asserted: they depend on the machine (2 cores here, shared by the
-server and the load generator).
+server and the load generator). The first line says which build is measured: `make bench` runs
+this with PYTHONPATH=build/compiled (the mypyc-compiled production build, `make compiled`);
+run directly, it measures the source as it is.
 """
 
 from __future__ import annotations
