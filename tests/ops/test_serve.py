@@ -47,19 +47,22 @@ def serve(cwd: Path, workers: int) -> Iterator[Served]:
         stderr=subprocess.STDOUT,
     )
     served = Served(f"http://127.0.0.1:{port}")
+    up = False
     try:
-        deadline = time.time() + 30
-        up = False
-        while time.time() < deadline and not up:
+        deadline = time.time() + 60  # generous: a busy CI machine starts gunicorn slowly
+        while time.time() < deadline and not up and server.poll() is None:
             try:
                 up = requests.get(f"{served.base}/readyz", timeout=5).ok
             except requests.RequestException:  # not up yet (refused, or slow to answer)
                 time.sleep(0.2)
-        assert up, "the service did not come up"
-        yield served
+        if up:
+            yield served
     finally:
         server.terminate()
         served.output, _ = server.communicate(timeout=20)
+    if not up:
+        tail = served.output.decode(errors="replace")[-3000:]
+        raise AssertionError(f"the service did not come up (exit {server.returncode}):\n{tail}")
 
 
 def call_hook(base: str) -> requests.Response:
