@@ -34,7 +34,7 @@ import orjson
 # The checkout goes last: PYTHONPATH=build/compiled (`make bench`) measures the compiled build.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback import free_port, post, server_env, wait_for_port
+from loopback import TrustedCaller, free_port, post, server_env, wait_for_port
 
 from pathway.config import load_config
 from pathway.evaluation import Evaluator
@@ -373,40 +373,17 @@ def hooks_through_gunicorn(seconds: float, concurrency: int) -> None:
     import shutil
     import subprocess
     import tempfile
-    import uuid
 
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from jwt.algorithms import RSAAlgorithm
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "bench", "alg": "RS384"}
+    caller = TrustedCaller("https://bench.example.org", "bench")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     path = "/cds-services/oud-pathway"
     body = hook_body(100)
     count = int(seconds * 1600) + 1000  # more than the run can use: no token is reused
-    now = int(time.time())
-    tokens = [
-        jwt.encode(
-            {
-                "iss": "https://bench.example.org",
-                "aud": base + path,
-                "iat": now,
-                "exp": now + 600,
-                "jti": str(uuid.uuid4()),
-            },
-            key,
-            algorithm="RS384",
-            headers={"kid": "bench"},
-        )
-        for _ in range(count)
-    ]
+    tokens = caller.tokens(base + path, count, 600)
     with tempfile.TemporaryDirectory() as tmp:
         clients = Path(tmp) / "clients.json"
-        clients.write_bytes(
-            orjson.dumps([{"iss": "https://bench.example.org", "jwks": {"keys": [jwk]}}])
-        )
+        clients.write_bytes(caller.clients_file())
         env = {
             **os.environ,
             "PATHWAY_PORT": str(port),

@@ -27,15 +27,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import jwt
 import orjson
 import requests
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback import free_port, post, server_env, wait_for_port  # noqa: E402
+from loopback import TrustedCaller, free_port, post, server_env, wait_for_port  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 CANON = "https://oud-pathway.github.io/fhir"
@@ -192,29 +189,13 @@ def main() -> None:
     from medplum_server import MedplumServer
 
     people = patients(args.patients)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "load", "alg": "RS384"}
+    caller = TrustedCaller("https://load.example.org", "load")
     port = free_port()
     public = f"http://127.0.0.1:{port}"
     path = "/cds-services/oud-pathway"
-    now = int(time.time())
     count = int(seconds * args.rate) + 100
     print(f"signing {count} tokens ...", flush=True)
-    tokens = [
-        jwt.encode(
-            {
-                "iss": "https://load.example.org",
-                "aud": public + path,
-                "iat": now,
-                "exp": now + 900,
-                "jti": str(uuid.uuid4()),
-            },
-            key,
-            algorithm="RS384",
-            headers={"kid": "load"},
-        )
-        for _ in range(count)
-    ]
+    tokens = caller.tokens(public + path, count, 900)
     with MedplumServer(ROOT / "fhir_profiles") as fhir, tempfile.TemporaryDirectory() as tmp:
         for _pid, resources in people:
             r = requests.post(
@@ -234,9 +215,7 @@ def main() -> None:
             )
             r.raise_for_status()
         clients = Path(tmp) / "clients.json"
-        clients.write_bytes(
-            orjson.dumps([{"iss": "https://load.example.org", "jwks": {"keys": [jwk]}}])
-        )
+        clients.write_bytes(caller.clients_file())
         db = Path(tmp) / "load.db"
         env = {
             **os.environ,

@@ -1,4 +1,5 @@
-"""Shared by the benchmark and the load run: loopback ports and one raw HTTP/1.1 hook POST."""
+"""Shared by the benchmark and the load run: loopback ports, a trusted CDS client that signs
+tokens, and one raw HTTP/1.1 hook POST."""
 
 from __future__ import annotations
 
@@ -6,7 +7,43 @@ import asyncio
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
+
+import jwt
+import orjson
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+
+class TrustedCaller:
+    """A CDS client with an RS384 key: its PATHWAY_CDS_CLIENTS_FILE entry, and fresh tokens (a
+    new jti each, so none is refused as a replay)."""
+
+    def __init__(self, iss: str, kid: str) -> None:
+        self.iss, self.kid = iss, kid
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.jwk = {
+            **RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True),
+            "kid": kid,
+            "alg": "RS384",
+        }
+
+    def clients_file(self) -> bytes:
+        return orjson.dumps([{"iss": self.iss, "jwks": {"keys": [self.jwk]}}])
+
+    def tokens(self, audience: str, count: int, lifetime_seconds: int) -> list[str]:
+        now = int(time.time())
+        claims = {"iss": self.iss, "aud": audience, "iat": now, "exp": now + lifetime_seconds}
+        return [
+            jwt.encode(
+                {**claims, "jti": str(uuid.uuid4())},
+                self._key,
+                algorithm="RS384",
+                headers={"kid": self.kid},
+            )
+            for _ in range(count)
+        ]
 
 
 def server_env(env: dict[str, str]) -> dict[str, str]:
