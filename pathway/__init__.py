@@ -17,6 +17,17 @@ __version__ = "0.1.0"
 log = logging.getLogger("pathway")
 
 
+def build() -> str:
+    """ "compiled" when this process runs the mypyc-compiled build (`make compiled`, the wheel of
+    the Dockerfile), else "source"."""
+    import importlib.machinery
+
+    import pathway.rules.findings as core
+
+    compiled = (core.__file__ or "").endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return "compiled" if compiled else "source"
+
+
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `test_config` may hold `settings` (a Settings), `config` (a LoadedConfig),
     `store` (a Store) and plain Flask config keys; otherwise settings come from PATHWAY_*."""

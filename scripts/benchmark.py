@@ -177,14 +177,11 @@ def measure(fn: Callable[[], Any], iterations: int) -> tuple[float, float]:
 
 
 def build() -> str:
-    import pathway.rules.findings
+    import pathway
 
-    origin = Path(pathway.rules.findings.__file__ or "")
-    return (
-        "compiled with mypyc (production)"
-        if origin.suffix == ".so"
-        else "pure Python (`make bench` measures the compiled build)"
-    )
+    if pathway.build() == "compiled":
+        return "compiled with mypyc (production)"
+    return "pure Python (`make bench` measures the compiled build)"
 
 
 def main() -> None:
@@ -394,14 +391,14 @@ def hooks_through_gunicorn(seconds: float, concurrency: int) -> None:
             "PATHWAY_LOG_LEVEL": "ERROR",
         }
         probe = subprocess.run(
-            [sys.executable, "-c", "import pathway.rules.findings as m; print(m.__file__)"],
+            [sys.executable, "-c", "import pathway; print(pathway.build())"],
             env=server_env(env),
             cwd=tmp,
             capture_output=True,
             text=True,
             check=False,
         ).stdout.strip()
-        kind = "compiled" if probe.endswith(".so") else "pure Python"
+        kind = "compiled" if probe == "compiled" else "pure Python"
         print(f"      gunicorn workers run the {kind} build")
         server = subprocess.Popen(
             [sys.executable, "-m", "pathway.cli", "serve"],

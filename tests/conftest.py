@@ -24,11 +24,10 @@ DATA = Path(__file__).parent / "data"
 
 def pathway_build() -> str:
     """Which build of the service the suite is testing: `make test` runs it against both."""
-    import pathway.rules.findings
+    import pathway
 
-    origin = Path(pathway.rules.findings.__file__ or "")
-    kind = "compiled (mypyc)" if origin.suffix == ".so" else "pure Python"
-    return f"{kind}, from {origin.parent.parent.parent}"
+    kind = "compiled (mypyc)" if pathway.build() == "compiled" else "pure Python"
+    return f"{kind}, from {Path(pathway.__file__ or '').parent.parent}"
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from builders import (
 
 from pathway.evaluation import Evaluator
 from pathway.fhir.bundle import flatten
-from pathway.fhir.facts import FactReader, NoPatientError, parse_when
+from pathway.fhir.facts import FactReader, NoPatientError
 from pathway.rules.model import Result
 
 
@@ -37,55 +36,7 @@ def read(reader: FactReader, *items: Any, pid: str | None = None) -> Any:
     return reader.read(flatten(list(items)), pid)
 
 
-# ----------------------------------------------------------------- dates
-
-
-@pytest.mark.parametrize(
-    ("value", "earliest", "latest", "precision"),
-    [
-        (
-            "2025",
-            datetime(2025, 1, 1, tzinfo=UTC),
-            datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-            "year",
-        ),
-        (
-            "2024-02",
-            datetime(2024, 2, 1, tzinfo=UTC),
-            datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
-            "month",
-        ),
-        (
-            "2025-06-15",
-            datetime(2025, 6, 15, tzinfo=UTC),
-            datetime(2025, 6, 15, 23, 59, 59, 999999, tzinfo=UTC),
-            "day",
-        ),
-        (
-            "2025-06-15T10:00:00+02:00",
-            datetime(2025, 6, 15, 8, tzinfo=UTC),
-            datetime(2025, 6, 15, 8, tzinfo=UTC),
-            "instant",
-        ),
-        (
-            "2025-06-15T10:00:00Z",
-            datetime(2025, 6, 15, 10, tzinfo=UTC),
-            datetime(2025, 6, 15, 10, tzinfo=UTC),
-            "instant",
-        ),
-    ],
-)
-def test_partial_dates_become_ranges(
-    value: str, earliest: datetime, latest: datetime, precision: str
-) -> None:
-    w = parse_when(value)
-    assert w is not None
-    assert (w.earliest, w.latest, w.precision) == (earliest, latest, precision)
-
-
-@pytest.mark.parametrize("value", ["", "yesterday", "2025-13-01", "20", None, 20250615, "2025-6-1"])
-def test_unreadable_dates_are_unknown(value: Any) -> None:
-    assert parse_when(value) is None
+# Dates (parse_when) are tested in tests/rules/test_timing.py, with the §8 windows.
 
 
 # ----------------------------------------------------------------- drug screen results

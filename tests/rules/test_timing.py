@@ -75,7 +75,9 @@ def test_partial_dates_are_ranges_in_utc(value, earliest, latest, precision):
     assert w.date_only is (precision != "instant")
 
 
-@pytest.mark.parametrize("value", ["", "20", "2025-13", "yesterday", None, 2025])
+@pytest.mark.parametrize(
+    "value", ["", "20", "2025-13", "2025-13-01", "2025-6-1", "yesterday", None, 2025, 20250615]
+)
 def test_unreadable_dates_are_none(value):
     """§1: missing or unreadable dates are unknown (None), never a guess."""
     assert parse_when(value) is None
