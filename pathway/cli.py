@@ -1,4 +1,4 @@
-"""`pathway serve | evaluate | sync | seed`: the command line."""
+"""`pathway serve | evaluate | sync | seed | population | sweep`: the command line."""
 
 from __future__ import annotations
 
@@ -307,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--fhir-base", required=True)
     seed.add_argument("files", nargs="+", help="Bundles or resources (JSON)")
     seed.set_defaults(func=cmd_seed)
+
+    from pathway.population.cli import add_commands
+
+    add_commands(sub)  # population, sweep
 
     args = parser.parse_args(argv)
     try:
