@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 $(BIN)/pathway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,spark]"
 	@touch $@
 
 # The loopback FHIR server of the integration tests (Medplum's in-memory repository, Node 20).
@@ -48,8 +48,10 @@ pytest:
 	$(BIN)/python -m pytest
 
 # `pytest` (not `python -m pytest`, which would put the checkout first on sys.path).
+# The Spark tests (a JVM in local mode, tests/population/test_spark.py) run once, in `pytest`:
+# the rules they run are the same Python either way, and the JVM start is the slow part.
 pytest-compiled: setup $(COMPILED)
-	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/pytest
+	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/pytest -m "not spark"
 
 # Dependency audit: fails on a reported vulnerability. Where the package index offers no
 # vulnerability data (as on this workplace's mirror) it says so and does not pass silently.

@@ -36,11 +36,26 @@ def cmd_population(args: argparse.Namespace) -> int:
     as_of = _as_of(args.as_of)
     out = Path(args.out)
     paths = default_paths(settings.config_dir, settings.profiles_dir)
-    if args.export or args.write_back:
-        print("error: --export and --write-back are not available yet", file=sys.stderr)
+    if args.write_back:
+        print("error: --write-back is not available yet", file=sys.stderr)
         return 2
-    ndjson_dir = Path(args.ndjson)
-    source = f"NDJSON in {ndjson_dir}"
+    if args.export:
+        from pathway.population.bulk import BulkError, export_from_settings
+
+        try:
+            ndjson_dir = export_from_settings(settings, args.export, args.group, out)
+        except BulkError as e:
+            print(f"error: the bulk export failed: {e}", file=sys.stderr)
+            return 1
+        source = f"Bulk Data export of {args.export}" + (
+            f" Group/{args.group}" if args.group else ""
+        )
+    else:
+        if args.group:
+            print("error: --group goes with --export", file=sys.stderr)
+            return 2
+        ndjson_dir = Path(args.ndjson)
+        source = f"NDJSON in {ndjson_dir}"
     try:
         run = population(
             ndjson_dir,

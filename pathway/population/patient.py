@@ -53,19 +53,25 @@ class PatientJob:
     def resources(
         self, lines: Iterable[bytes], resolve: Resolver = no_resolver
     ) -> list[dict[str, Any]]:
-        """The patient's resources, in a canonical order (sorted lines: every engine feeds the
-        rules the same sequence), with the Medications their requests reference."""
-        ordered = sorted(set(lines))
-        out = [orjson.loads(line) for line in ordered]
-        have = {f"Medication/{r.get('id')}" for r in out if r.get("resourceType") == "Medication"}
-        wanted = sorted(
-            {k for r in out if (k := referenced_medication(r)) is not None and k not in have}
-        )
-        for key in wanted:
+        """The patient's resources in a canonical order, whichever engine grouped them: their
+        own (sorted lines), then the Medications their requests reference (sorted lines),
+        whether the engine joined those into the group (Spark) or `resolve` finds them."""
+        own: list[dict[str, Any]] = []
+        meds: dict[bytes, dict[str, Any]] = {}
+        for line in sorted(set(lines)):
+            res = orjson.loads(line)
+            if res.get("resourceType") == "Medication":
+                meds[line] = res
+            else:
+                own.append(res)
+        have = {f"Medication/{r.get('id')}" for r in meds.values()}
+        for key in sorted(
+            {k for r in own if (k := referenced_medication(r)) is not None and k not in have}
+        ):
             raw = resolve(key)
             if raw is not None:
-                out.append(orjson.loads(raw))
-        return out
+                meds[raw] = orjson.loads(raw)
+        return own + [meds[line] for line in sorted(meds)]
 
     def run(
         self, patient: str, lines: Iterable[bytes], resolve: Resolver = no_resolver
