@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test lint types pytest pytest-compiled compiled audit bench load clean
+.PHONY: setup run test lint types pytest pytest-compiled compiled audit bench bench-population load clean
 
 $(BIN)/pathway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ audit: $(BIN)/pathway
 
 bench: setup $(COMPILED)
 	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/python scripts/benchmark.py
+
+# `pathway population` throughput (patients/s/core, 100-resource patients) and peak memory for
+# two population sizes, local engine and Spark local mode, on the compiled build.
+bench-population: setup $(COMPILED)
+	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/python scripts/benchmark_population.py $(ARGS)
 
 # Bounded load run with write-back to the loopback FHIR server (60 s, 100 hooks/s).
 load: setup $(COMPILED)

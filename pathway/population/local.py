@@ -82,18 +82,19 @@ def partition_file(
     handles: dict[int, IO[bytes]] = {}
     meds: IO[bytes] | None = None
     med_path = work / f"m.t{task}"
+    n_lines = n_resources = n_meds = n_bad = 0  # plain ints in the loop; into the tally once
     try:
         for n, line in lines(path):
-            tally.note("lines")
+            n_lines += 1
             try:
                 res = orjson.loads(line)
             except orjson.JSONDecodeError:
-                tally.note("unreadable")
+                n_bad += 1
                 if len(problems) < MAX_PROBLEMS:
                     problems.append(f"{path.name}:{n}: not a JSON resource")
                 continue
-            if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
-                tally.note("unreadable")
+            if type(res) is not dict or type(res.get("resourceType")) is not str:
+                n_bad += 1
                 if len(problems) < MAX_PROBLEMS:
                     problems.append(f"{path.name}:{n}: no resourceType")
                 continue
@@ -106,7 +107,7 @@ def partition_file(
                 if meds is None:
                     meds = med_path.open("wb")
                 meds.write(key.encode() + SEP + line + b"\n")
-                tally.note("medications")
+                n_meds += 1
                 continue
             pid = patient_key(res)
             if pid is None:
@@ -117,7 +118,7 @@ def partition_file(
             if out is None:
                 out = handles[k] = (work / f"b{k}.t{task}").open("wb", buffering=256 * 1024)
             out.write(pid.encode() + SEP + line + b"\n")
-            tally.note("resources")
+            n_resources += 1
     except (OSError, EOFError, zlib.error) as e:
         problems.append(f"{path.name}: could not be read to the end ({type(e).__name__})")
         tally.note("unreadable-files")
@@ -126,6 +127,14 @@ def partition_file(
             h.close()
         if meds is not None:
             meds.close()
+    for key, count in (
+        ("lines", n_lines),
+        ("resources", n_resources),
+        ("medications", n_meds),
+        ("unreadable", n_bad),
+    ):
+        if count:
+            tally.note(key, n=count)
     return tally.to_json(), problems, med_path if meds is not None else None
 
 

@@ -48,28 +48,32 @@ def lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 def patient_id_of(ref: Any) -> str | None:
     """`Patient/x` or `https://…/Patient/x` -> x (a FHIR id), else None."""
-    if not isinstance(ref, dict):
+    if type(ref) is not dict:
         return None
     target = ref.get("reference")
-    if not isinstance(target, str):
+    if type(target) is not str:
         return None
-    parts = target.rstrip("/").split("/")
-    if len(parts) >= 2 and parts[-2] == "Patient" and FHIR_ID.fullmatch(parts[-1]):
-        return parts[-1]
-    return None
+    if target.startswith("Patient/"):  # the common case: a relative reference
+        pid = target[8:]
+    else:
+        parts = target.rstrip("/").split("/")
+        if len(parts) < 2 or parts[-2] != "Patient":
+            return None
+        pid = parts[-1]
+    return pid if FHIR_ID.fullmatch(pid) else None
 
 
 def patient_key(resource: dict[str, Any]) -> str | None:
     """The patient a resource belongs to: a Patient's own id, else the first of
     subject/patient/for/beneficiary that references a Patient. None: no patient (Medication,
     Practitioner, ...) or a reference that is not to a Patient."""
-    rtype = resource.get("resourceType")
-    if rtype == "Patient":
+    if resource.get("resourceType") == "Patient":
         rid = resource.get("id")
-        return rid if isinstance(rid, str) and FHIR_ID.fullmatch(rid) else None
+        return rid if type(rid) is str and FHIR_ID.fullmatch(rid) else None
     for key in PATIENT_FIELDS:
         value = resource.get(key)
-        if isinstance(value, dict) and "reference" in value:
+        # as the reader decides (FactReader._belongs): the first with a string reference
+        if value is not None and type(value) is dict and type(value.get("reference")) is str:
             return patient_id_of(value)
     return None
 
