@@ -44,7 +44,14 @@ from pathway.settings import Settings
 
 log = logging.getLogger("pathway.population.bulk")
 # What the pathway reads, and what a population report needs.
-EXPORT_TYPES = ("Patient", "Condition", "Observation", "MedicationRequest", "Medication", "Task")
+EXPORT_TYPES = (
+    "Patient",
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "Medication",
+    "Task",  # ours, completed: they satisfy a task inside its interval
+)
 STATE_FILE = "export-state.json"
 KICKOFF_MODES = ("auto", "get", "post", "post-repeated")
 MAX_REDIRECTS = 3

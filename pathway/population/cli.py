@@ -36,9 +36,6 @@ def cmd_population(args: argparse.Namespace) -> int:
     as_of = _as_of(args.as_of)
     out = Path(args.out)
     paths = default_paths(settings.config_dir, settings.profiles_dir)
-    if args.write_back:
-        print("error: --write-back is not available yet", file=sys.stderr)
-        return 2
     if args.export:
         from pathway.population.bulk import BulkError, export_from_settings
 
@@ -73,7 +70,18 @@ def cmd_population(args: argparse.Namespace) -> int:
         print(f"error: {e} (the spark engine needs: pip install '.[spark]')", file=sys.stderr)
         return 2
     print(summary_text(run))
+    if args.write_back:
+        from pathway.population.sweep import write_back_population
+
+        base = args.fhir_base or args.export
+        return write_back_population(settings, out / "patients.ndjson", base, as_of, args.dry_run)
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pathway.population.sweep import run_sweep_command
+
+    return run_sweep_command(Settings.from_env(), args, _as_of(args.as_of) if args.as_of else None)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,3 +103,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     pop.add_argument("--fhir-base", help="where --write-back writes (default: --export's URL)")
     pop.add_argument("--dry-run", action="store_true", help="with --write-back: count, write none")
     pop.set_defaults(func=cmd_population)
+
+    sw = sub.add_parser(
+        "sweep",
+        help="re-evaluate every enrolled patient on a FHIR server and queue what changed",
+    )
+    sw.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")
+    sw.add_argument(
+        "--group",
+        metavar="ID",
+        help="the members of this Group (default: every patient with an active CarePlan of ours)",
+    )
+    sw.add_argument("--as-of", help="evaluation time (default: now)")
+    sw.add_argument("--dry-run", action="store_true", help="evaluate and count, write nothing")
+    sw.set_defaults(func=cmd_sweep)
