@@ -20,14 +20,20 @@ SUFFIXES = (".ndjson", ".ndjson.gz")
 PATIENT_FIELDS = ("subject", "patient", "for", "beneficiary")
 
 
-def input_files(folder: Path) -> list[Path]:
-    """Every NDJSON file under `folder` (sorted, so that runs are reproducible)."""
+def input_files(folder: Path, exclude: Path | None = None) -> list[Path]:
+    """Every NDJSON file under `folder` (sorted, so that runs are reproducible), except those
+    under `exclude` (the output folder, when it lies inside the input: a rerun must not read
+    its own patients.ndjson)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder")
+    skip = exclude.resolve() if exclude is not None else None
     return sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file() and p.name.endswith(SUFFIXES) and not p.name.startswith(".")
+        if p.is_file()
+        and p.name.endswith(SUFFIXES)
+        and not p.name.startswith(".")
+        and (skip is None or not p.resolve().is_relative_to(skip))
     )
 
 

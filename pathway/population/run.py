@@ -40,7 +40,15 @@ def population(
     source: str | None = None,
     progress: bool | None = None,
 ) -> PopulationRun:
-    files = input_files(ndjson_dir)
+    # An output folder inside the input folder (or the same one) must not be read back.
+    src, dest = ndjson_dir.resolve(), out_dir.resolve()
+    files = [
+        f
+        for f in input_files(
+            ndjson_dir, exclude=dest if dest != src and dest.is_relative_to(src) else None
+        )
+        if f.resolve() != dest / "patients.ndjson"
+    ]
     if not files:
         raise FileNotFoundError(f"{ndjson_dir}: no .ndjson or .ndjson.gz files")
     config = load_config(paths.config_dir, paths.profiles_dir)

@@ -441,3 +441,18 @@ def _patients(folder: Path) -> list[bytes]:
         data = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
         out.extend(data.splitlines())
     return out
+
+
+def test_an_output_folder_inside_the_input_is_not_read_back(
+    tmp_path: Path, export_dir: Path, paths: Paths, local_run: PopulationRun
+):
+    import shutil
+
+    for name, sub in (("a", "report"), ("b", "")):  # a subfolder of the input; the input
+        src = tmp_path / name
+        shutil.copytree(export_dir, src)
+        out = src / sub if sub else src
+        for _ in range(2):  # the second run sees the first one's patients.ndjson
+            run = population(src, out, T, paths, workers=1, progress=False)
+            assert run.tally.get("patients") == local_run.tally.get("patients")
+            assert run.tally.get("unreadable") == 0
