@@ -172,7 +172,7 @@ def test_a_task_code_the_codesystem_does_not_define_is_refused(cfg_dir: Path) ->
     ("task", "name"),
     [
         ("collect-uds", "naltrexone_not_yet_days"),
-        ("order-lft", "buprenorphine_interval_days"),
+        ("order-lft", "buprenorphine_interval_months"),
         ("pregnancy-test", "min_age"),
         ("pregnancy-test", "max_age"),
     ],

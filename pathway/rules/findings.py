@@ -84,6 +84,10 @@ class Findings:
     def illicit_within(self, days: int) -> list[DrugScreen]:
         return _newest_within(self.illicit, self.as_of, days)
 
+    def drug_start(self, drug: str, cfg: PathwayConfig) -> When | None:
+        """The start of the chain of `drug`'s own requests that ends in its active one."""
+        return _episode(self.orders, self.active_moud.get(drug), self.oud_evidence, cfg, drug)[0]
+
 
 def _newest_first(items: list[T], when_of: Callable[[T], When | None]) -> list[T]:
     return sorted(items, key=lambda i: timing.sort_key(when_of(i)), reverse=True)
@@ -118,7 +122,7 @@ def _severity(
     if (
         sev is not None
         and sev.value is not None
-        and timing.may_be_within_days(sev.when, as_of, cfg.evidence.severity_lookback_days)
+        and timing.may_be_within_months(sev.when, as_of, cfg.evidence.severity_lookback_months)
     ):
         count = sev.value
         if count >= cfg.severity.severe_min:
@@ -151,11 +155,16 @@ def _newest_within(screens: tuple[DrugScreen, ...], as_of: datetime, days: int) 
 
 
 def _episode(
-    orders: list[MedicationOrder], active: MedicationOrder | None, oud: bool, cfg: PathwayConfig
+    orders: list[MedicationOrder] | tuple[MedicationOrder, ...],
+    active: MedicationOrder | None,
+    oud: bool,
+    cfg: PathwayConfig,
+    drug: str | None = None,
 ) -> tuple[When | None, tuple[str, ...]]:
     """§8 episode chain: MOUD requests (active, completed, stopped) by authoredOn; consecutive
     ones at most `episode_gap_days` apart form one episode; the start is the earliest of the
-    chain that ends in the active request."""
+    chain that ends in the active request. With `drug`, only that drug's requests form the chain
+    (§8: "on buprenorphine for >= 7 days" counts from the drug's own chain)."""
     if active is None or active.authored is None:
         return None, ()
     chain = sorted(
@@ -164,7 +173,8 @@ def _episode(
             for o in orders
             if o.status in EPISODE_STATUSES
             and o.authored is not None
-            and moud_drug(o, oud)
+            and (m := moud_drug(o, oud)) is not None
+            and (drug is None or m == drug)
             and o.authored.earliest <= active.authored.latest
         ),
         key=lambda o: timing.sort_key(o.authored),
@@ -214,7 +224,7 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
             m.kind == "severity"
             and m.value is not None
             and m.value >= cfg.evidence.severity_evidence_min
-            and timing.may_be_within_days(m.when, as_of, cfg.evidence.severity_lookback_days)
+            and timing.may_be_within_months(m.when, as_of, cfg.evidence.severity_lookback_months)
         ):
             reasons.append(f"DSM-5 OUD criteria count {int(m.value)} in the last 12 months")
             refs.append(m.ref)
@@ -222,8 +232,8 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
     for o in orders:
         if "buprenorphine-oud" in o.groups and (
             o.status == "active"
-            or timing.may_be_within_days(
-                o.authored, as_of, cfg.evidence.buprenorphine_lookback_days
+            or timing.may_be_within_months(
+                o.authored, as_of, cfg.evidence.buprenorphine_lookback_months
             )
         ):
             reasons.append("buprenorphine for OUD prescribed in the last 12 months")

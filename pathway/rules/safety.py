@@ -33,17 +33,20 @@ def _label(o: MedicationOrder) -> str:
 
 
 def adherence_flags(f: Findings, cfg: PathwayConfig) -> list[SafetyFlag]:
-    """§2 expected MOUD analyte missing: on buprenorphine or methadone for >= 7 days and the
-    latest drug screen for it (since the episode began) is negative."""
+    """§2 expected MOUD analyte missing, judged per drug (§8): on buprenorphine (or methadone)
+    for >= 7 days counted from that drug's own chain, and the latest result for its analytes
+    taken on or after that start is negative. The latest is by effective instant; results at the
+    same instant with any positive are not negative."""
     flags: list[SafetyFlag] = []
-    if f.episode_start is None:
-        return flags
-    on_for = timing.days_before(f.episode_start, f.as_of)
-    if on_for < cfg.adherence.min_days_on_moud:
-        return flags
     for drug, analytes in cfg.drug_groups.expected_analytes.items():
         order = f.active_moud.get(drug)
         if order is None:
+            continue
+        start = f.drug_start(drug, cfg)
+        if start is None:
+            continue  # start unknown: no basis for "on it for 7 days"
+        on_for = timing.days_before(start, f.as_of)
+        if on_for < cfg.adherence.min_days_on_moud:
             continue
         screens = [
             s
@@ -51,13 +54,13 @@ def adherence_flags(f: Findings, cfg: PathwayConfig) -> list[SafetyFlag]:
             if s.analyte in analytes
             and s.result is not Result.UNKNOWN
             and s.when is not None
-            and s.when.latest >= f.episode_start.earliest
+            and s.when.latest >= start.earliest
         ]
         if not screens:
             continue
-        newest = timing.sort_key(screens[0].when)
-        same_day = [s for s in screens if timing.sort_key(s.when)[0].date() == newest[0].date()]
-        if all(s.result is Result.NEGATIVE for s in same_day):
+        newest = timing.sort_key(screens[0].when)  # f.screens is newest first
+        same_instant = [s for s in screens if timing.sort_key(s.when) == newest]
+        if all(s.result is Result.NEGATIVE for s in same_instant):
             flags.append(
                 SafetyFlag(
                     "moud-analyte-missing",
@@ -67,7 +70,7 @@ def adherence_flags(f: Findings, cfg: PathwayConfig) -> list[SafetyFlag]:
                     f"({timing.describe(screens[0].when)}) is negative for "
                     f"{' / '.join(analytes)}. Review adherence or diversion with the patient; this "
                     "is not by itself a reason to stop treatment.",
-                    (order.ref, *(s.ref for s in same_day)),
+                    (order.ref, *(s.ref for s in same_instant)),
                 )
             )
     return flags
@@ -270,8 +273,8 @@ def order_flags(
                         order_ref=d.ref,
                     )
                 )
-            if "methadone" in f.active_moud:
-                meth = f.active_moud["methadone"]
+            # §8: "on methadone" is any active methadone request, whatever its indication.
+            for meth in f.has_active(("methadone",))[:1]:
                 flags.append(
                     SafetyFlag(
                         "buprenorphine-on-methadone",

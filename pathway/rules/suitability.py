@@ -71,7 +71,7 @@ def current_qtc(f: Findings, cfg: PathwayConfig) -> Measurement | None:
     m = f.latest.get("qtc")
     if m is None or m.value is None:
         return None
-    if not timing.may_be_within_days(m.when, f.as_of, cfg.labs.qtc_valid_days):
+    if not timing.may_be_within_months(m.when, f.as_of, cfg.labs.qtc_valid_months):
         return None  # older than 12 months is "no QTc" (§8)
     return m
 
@@ -131,8 +131,11 @@ def buprenorphine(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Med
     active = f.active_moud.get("buprenorphine")
     if active is not None:
         o.add("active", f"On buprenorphine ({active.name or active.ref}): continue.", active.ref)
+    # §8: on methadone (any active methadone request, pain included) buprenorphine is a planned
+    # transition (caution), never not-yet, whatever other exposure exists.
+    on_methadone = f.has_active(("methadone",))
     exposure, refs = recent_full_agonist_exposure(f, cfg)
-    if exposure:
+    if exposure and not on_methadone:
         cows = f.latest.get("cows")
         cows_ok = (
             cows is not None
@@ -161,12 +164,11 @@ def buprenorphine(f: Findings, patient: PatientFacts, cfg: PathwayConfig) -> Med
                 *refs,
                 cows.ref if cows is not None and recent_cows else "",
             )
-    methadone = f.active_moud.get("methadone")
-    if methadone is not None:
+    for methadone in on_methadone[:1]:
         o.add(
             "caution",
-            "Currently on methadone: a transition to buprenorphine needs a taper and "
-            "specialist input.",
+            f"Currently on methadone ({methadone.name or methadone.ref}): a transition to "
+            "buprenorphine needs a taper and specialist input.",
             methadone.ref,
         )
     for dep in f.has_active(cfg.drug_groups.cns_depressants):
@@ -380,10 +382,12 @@ def negative_opioid_screen(f: Findings, cfg: PathwayConfig, days: int) -> tuple[
 
 
 def naloxone(f: Findings, cfg: PathwayConfig, concern: bool) -> MedicationOption:
-    days = cfg.naloxone.prescribed_lookback_days
+    months = cfg.naloxone.prescribed_lookback_months
+    # §8: authored in the last 12 months, whatever its status (an old active PRN order does not
+    # count: kits are used, lost and expire).
     for order in f.orders:
-        if "naloxone-rescue" in order.groups and (
-            order.status == "active" or timing.surely_within_days(order.authored, f.as_of, days)
+        if "naloxone-rescue" in order.groups and timing.surely_within_months(
+            order.authored, f.as_of, months
         ):
             return MedicationOption(
                 "naloxone",

@@ -20,6 +20,7 @@ from pathway.rules.model import (
     Result,
     SafetyFlag,
 )
+from pathway.rules.timing import Window
 
 PSYCHOSOCIAL = (
     "motivational-interviewing",
@@ -44,34 +45,43 @@ class _Planner:
     def rule(self, code: str) -> TaskRule:
         return self.cfg.tasks[code]
 
-    def interval(self, code: str) -> int:
+    def interval(self, code: str) -> Window:
         r = self.rule(code)
         if r.interval_by_phase is not None:
-            return r.interval_by_phase.get(self.phase, min(r.interval_by_phase.values()))
+            return timing.days(
+                r.interval_by_phase.get(self.phase, min(r.interval_by_phase.values()))
+            )
+        if r.interval_months is not None:
+            return timing.months(r.interval_months)
         if r.interval_days is not None:
-            return r.interval_days
-        return self.cfg.repeat_after_days
+            return timing.days(r.interval_days)
+        return timing.days(self.cfg.repeat_after_days)
 
-    def completed_within(self, code: str, days: int) -> bool:
+    def completed_within(self, code: str, window: Window) -> bool:
         return any(
             t.code == code
             and t.status == "completed"
-            and timing.surely_within_days(t.when, self.f.as_of, days)
+            and timing.surely_within(t.when, self.f.as_of, window)
             for t in self.facts.tasks
         )
 
-    def add(self, code: str, reason: str, *evidence: str, interval: int | None = None) -> None:
+    def add(self, code: str, reason: str, *evidence: str, interval: Window | None = None) -> None:
         if code in self.planned:
             return
-        days = self.interval(code) if interval is None else interval
-        if self.completed_within(code, days):
+        window = self.interval(code) if interval is None else interval
+        if self.completed_within(code, window):
             return
         r = self.rule(code)
-        due_in = r.due_in_days if r.due_in_days is not None else days
+        today = self.f.as_of.date()
+        due = (
+            today + timedelta(days=r.due_in_days)
+            if r.due_in_days is not None
+            else timing.after(today, window)
+        )
         self.planned[code] = PlannedTask(
             code=code,
             reason=reason,
-            due=self.f.as_of.date() + timedelta(days=due_in),
+            due=due,
             priority=r.priority,
             evidence=tuple(e for e in evidence if e),
         )
@@ -84,17 +94,17 @@ def _required(value: int | None) -> int:
     return value
 
 
-def _has_qualifying_uds(f: Findings, days: int) -> bool:
+def _has_qualifying_uds(f: Findings, window: Window) -> bool:
     """§8: any drug screen with a readable result, whatever its analyte, surely in the window."""
     return any(
-        s.result is not Result.UNKNOWN and timing.surely_within_days(s.when, f.as_of, days)
+        s.result is not Result.UNKNOWN and timing.surely_within(s.when, f.as_of, window)
         for s in f.screens
     )
 
 
-def _measured(f: Findings, kinds: tuple[str, ...], days: int) -> bool:
+def _measured(f: Findings, kinds: tuple[str, ...], window: Window) -> bool:
     return any(
-        (m := f.latest.get(k)) is not None and timing.surely_within_days(m.when, f.as_of, days)
+        (m := f.latest.get(k)) is not None and timing.surely_within(m.when, f.as_of, window)
         for k in kinds
     )
 
@@ -114,16 +124,19 @@ def plan_tasks(
     status = {name: o.status for name, o in options.items()}
 
     # --- §7 monitoring
-    uds_days = p.interval("collect-uds")
-    if not _has_qualifying_uds(f, uds_days):
-        p.add("collect-uds", f"No drug screen result in the last {uds_days} days ({phase}).")
-    nt_days = _required(cfg.tasks["collect-uds"].naltrexone_not_yet_days)
-    if status.get("naltrexone") == "not-yet" and not _has_qualifying_uds(f, nt_days):
+    uds_window = p.interval("collect-uds")
+    if not _has_qualifying_uds(f, uds_window):
+        p.add(
+            "collect-uds",
+            f"No drug screen result in the last {timing.describe_window(uds_window)} ({phase}).",
+        )
+    nt_window = timing.days(_required(cfg.tasks["collect-uds"].naltrexone_not_yet_days))
+    if status.get("naltrexone") == "not-yet" and not _has_qualifying_uds(f, nt_window):
         p.add(
             "collect-uds",
             f"Naltrexone needs a documented opioid-free interval: no drug screen "
-            f"in the last {nt_days} days.",
-            interval=nt_days,
+            f"in the last {timing.describe_window(nt_window)}.",
+            interval=nt_window,
         )
 
     if not f.active_moud and phase in ("assessment", "stabilization"):
@@ -141,18 +154,18 @@ def plan_tasks(
                 "assess-cows",
                 f"Not on MOUD and no COWS in the last {window} h: score withdrawal "
                 f"(buprenorphine can start at COWS {cfg.cows.buprenorphine_start_min} or more).",
-                interval=0,
+                interval=timing.days(0),
             )
 
-    sev_days = p.interval("assess-oud-severity")
+    sev_window = p.interval("assess-oud-severity")
     severity = f.latest.get("severity")
     if f.oud_condition is None and not (
-        severity is not None and timing.surely_within_days(severity.when, f.as_of, sev_days)
+        severity is not None and timing.surely_within(severity.when, f.as_of, sev_window)
     ):
         p.add(
             "assess-oud-severity",
             "No OUD diagnosis and no DSM-5 criteria count in the last "
-            "12 months: assess OUD with the DSM-5 criteria.",
+            f"{timing.describe_window(sev_window)}: assess OUD with the DSM-5 criteria.",
         )
 
     if f.stage is None:
@@ -167,18 +180,23 @@ def plan_tasks(
         p.add(
             "order-lft",
             f"Naltrexone {nal_status}: no ALT/AST in the last "
-            f"{p.interval('order-lft')} days (baseline liver function).",
+            f"{timing.describe_window(p.interval('order-lft'))} (baseline liver function).",
         )
-    bup_days = _required(cfg.tasks["order-lft"].buprenorphine_interval_days)
-    if status.get("buprenorphine") == "active" and not _measured(f, ("alt", "ast"), bup_days):
-        p.add("order-lft", "On buprenorphine: no ALT/AST in the last 12 months.", interval=bup_days)
+    bup_window = timing.months(_required(cfg.tasks["order-lft"].buprenorphine_interval_months))
+    if status.get("buprenorphine") == "active" and not _measured(f, ("alt", "ast"), bup_window):
+        p.add(
+            "order-lft",
+            f"On buprenorphine: no ALT/AST in the last {timing.describe_window(bup_window)}.",
+            interval=bup_window,
+        )
 
     if status.get("methadone") in ("active", "suitable", "caution") and not _measured(
         f, ("qtc",), p.interval("order-ecg")
     ):
         p.add(
             "order-ecg",
-            f"Methadone {status.get('methadone')}: no QTc in the last 12 months "
+            f"Methadone {status.get('methadone')}: no QTc in the last "
+            f"{timing.describe_window(p.interval('order-ecg'))} "
             "(ECG before starting and yearly).",
         )
 
@@ -195,7 +213,8 @@ def plan_tasks(
         p.add(
             "pregnancy-test",
             "Female of reproductive age, pregnancy status not known in the "
-            f"last {p.interval('pregnancy-test')} days (affects medication choice).",
+            f"last {timing.describe_window(p.interval('pregnancy-test'))} (affects medication "
+            "choice).",
         )
 
     if f.oud_evidence and not (
@@ -204,7 +223,8 @@ def plan_tasks(
     ):
         p.add(
             "hiv-hcv-screening",
-            "OUD: no HIV and hepatitis C screening results in the last 12 months.",
+            "OUD: no HIV and hepatitis C screening results in the last "
+            f"{timing.describe_window(p.interval('hiv-hcv-screening'))}.",
         )
 
     if status.get("naloxone") == "recommended":
@@ -223,7 +243,8 @@ def plan_tasks(
 
     p.add(
         "follow-up-visit",
-        f"{phase.capitalize()} phase: follow-up within {p.interval('follow-up-visit')} days.",
+        f"{phase.capitalize()} phase: follow-up within "
+        f"{timing.describe_window(p.interval('follow-up-visit'))}.",
     )
 
     # --- §6 psychosocial care
