@@ -75,6 +75,7 @@ class CardBuilder:
                 "medication": m.medication,
                 "status": m.status,
                 "reasons": list(m.reasons),
+                "rules": list(m.rules),
             }
             if m.evidence:
                 item["evidence"] = list(m.evidence)
@@ -84,6 +85,7 @@ class CardBuilder:
             "returnToUse": d.return_to_use,
             "suspectedOud": d.suspected_oud,
             "medications": meds,
+            "phaseRule": d.phase_rule,
             "planDefinition": self.writer.cfg.plan_definition,
         }
         if d.tasks:

@@ -12,6 +12,15 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from pathway.rules import timing
+from pathway.rules.catalogue import (
+    ASAM_2020,
+    COWS_SCALE,
+    DSM_5,
+    PROJECT,
+    TIP_63,
+    UPTODATE_PSYCHOSOCIAL,
+    Rule,
+)
 from pathway.rules.config import PathwayConfig
 from pathway.rules.model import (
     ConditionFact,
@@ -33,6 +42,154 @@ MOUD_DRUGS = ("buprenorphine", "methadone", "naltrexone")
 T = TypeVar("T")
 
 
+def _fact(rule_id: str, target: str, title: str, section: str, source: str, *reads: str) -> Rule:
+    return Rule(rule_id, "fact", target, "true", title, section, source, reads)
+
+
+# The derived facts of §2 (with §8), each a rule the later rules build on.
+EVIDENCE_CONDITION = _fact(
+    "evidence.oud-condition",
+    "OUD evidence",
+    "An OUD Condition (active, recurrence, relapse or in remission; refuted and "
+    "entered-in-error count as nothing)",
+    "§1, §2 OUD evidence; §8",
+    DSM_5,
+)
+EVIDENCE_DSM5 = _fact(
+    "evidence.dsm5-count",
+    "OUD evidence",
+    "A DSM-5 OUD criteria count of 2 or more in the last 12 calendar months",
+    "§2 OUD evidence; §8 calendar months",
+    DSM_5,
+    "evidence.severity_evidence_min",
+    "evidence.severity_lookback_months",
+)
+EVIDENCE_BUPRENORPHINE = _fact(
+    "evidence.buprenorphine-for-oud",
+    "OUD evidence",
+    "An OUD-specific buprenorphine product authored in the last 12 calendar months, or an active "
+    "one whatever its authoredOn",
+    "§2 OUD evidence; §8",
+    TIP_63,
+    "evidence.buprenorphine_lookback_months",
+)
+EVIDENCE_REASON = _fact(
+    "evidence.moud-oud-reason",
+    "OUD evidence",
+    "A MOUD request whose reasonCode is in the OUD value set",
+    "§8 Evidence and phase",
+    PROJECT,
+)
+ACTIVE_MOUD = _fact(
+    "fact.active-moud",
+    "Active MOUD",
+    "An active request for buprenorphine-for-OUD, or for methadone or naltrexone with OUD "
+    "evidence (methadone for pain and naltrexone for alcohol are not MOUD)",
+    "§2 Active MOUD; §8 MedicationRequest status",
+    TIP_63,
+)
+EPISODE_CHAIN = _fact(
+    "fact.episode-chain",
+    "MOUD episode start",
+    "The earliest authoredOn of the chain of MOUD requests (active, completed, stopped) ending "
+    "in the active one, consecutive requests at most 30 days apart",
+    "§2 MOUD episode start; §8 Episode chain",
+    PROJECT,
+    "phase.episode_gap_days",
+)
+PAST_EPISODE = _fact(
+    "fact.past-moud-episode",
+    "Past MOUD episode",
+    "Any MOUD request with status completed or stopped",
+    "§8 Evidence and phase",
+    PROJECT,
+)
+OUD_REMISSION = _fact(
+    "fact.oud-in-remission",
+    "OUD in remission",
+    "The deciding OUD Condition (most recently recorded; active wins a tie) is in remission, "
+    "inactive or resolved, or coded F11.11 / F11.21 / F11.91",
+    "§1 OUD in remission; §8",
+    DSM_5,
+)
+ILLICIT_UDS = _fact(
+    "fact.illicit-uds",
+    "Illicit opioid-positive UDS",
+    "A positive opioid result not explained by an active prescription of the same drug group "
+    "(6-MAM always illicit; fentanyl unless fentanyl is prescribed)",
+    "§2 Illicit opioid-positive UDS; §8",
+    ASAM_2020,
+    "drug_groups.opioid_analytes",
+    "drug_groups.always_illicit_analytes",
+    "drug_groups.explained_by",
+)
+SUSPECTED_OUD = _fact(
+    "fact.suspected-oud",
+    "Suspected OUD",
+    "No OUD evidence, and an illicit opioid-positive drug screen in the last 30 days",
+    "§3 rule 1a",
+    ASAM_2020,
+    "phase.suspected_oud_uds_days",
+)
+IN_WITHDRAWAL = _fact(
+    "fact.in-withdrawal",
+    "In opioid withdrawal",
+    "COWS of 5 or more in the last 72 h, an active lofexidine request or clonidine for withdrawal, "
+    "or an opioid withdrawal Condition in the last 7 days",
+    "§3 rule 3a; §8 Withdrawal treatment",
+    COWS_SCALE,
+    "cows.withdrawal_min",
+    "cows.withdrawal_window_hours",
+    "phase.withdrawal_condition_days",
+)
+SEVERITY = _fact(
+    "fact.oud-severity",
+    "OUD severity",
+    "The latest DSM-5 criteria count in 12 calendar months (2-3 mild, 4-5 moderate, 6 or more "
+    "severe), else F11.1x mild and F11.2x moderate-or-severe",
+    "§1 OUD severity; §8 Severe",
+    DSM_5,
+    "severity.mild_min",
+    "severity.moderate_min",
+    "severity.severe_min",
+    "evidence.severity_lookback_months",
+)
+STAGE = _fact(
+    "fact.stage-of-change",
+    "Stage of change",
+    "The latest readable stage of change in the last 90 days (older is unknown)",
+    "§1; §8",
+    UPTODATE_PSYCHOSOCIAL,
+    "labs.stage_valid_days",
+)
+KNOWN_PREGNANT = _fact(
+    "fact.known-pregnant",
+    "Known pregnant",
+    "Pregnancy status pregnant, a positive hCG in the last 30 days, or an active pregnancy "
+    "Condition",
+    "§8 Known pregnant",
+    TIP_63,
+    "labs.hcg_valid_days",
+)
+
+RULES: tuple[Rule, ...] = (
+    EVIDENCE_CONDITION,
+    EVIDENCE_DSM5,
+    EVIDENCE_BUPRENORPHINE,
+    EVIDENCE_REASON,
+    ACTIVE_MOUD,
+    EPISODE_CHAIN,
+    PAST_EPISODE,
+    OUD_REMISSION,
+    ILLICIT_UDS,
+    SUSPECTED_OUD,
+    IN_WITHDRAWAL,
+    SEVERITY,
+    STAGE,
+    KNOWN_PREGNANT,
+)
+
+
 def moud_drug(order: MedicationOrder, oud_evidence: bool) -> str | None:
     """The MOUD an order is, if any: buprenorphine-for-OUD always; methadone and naltrexone
     only with OUD evidence (methadone for pain and naltrexone for alcohol are not MOUD)."""
@@ -50,6 +207,7 @@ class Findings:
     as_of: datetime
     oud_evidence: bool
     evidence_reasons: tuple[str, ...]
+    evidence_rules: tuple[str, ...]  # the rule of each reason, in the same order
     evidence_refs: tuple[str, ...]
     oud_status: str | None  # active | remission (the deciding OUD Condition), None without one
     oud_condition: ConditionFact | None
@@ -74,6 +232,13 @@ class Findings:
     stage: StageOfChange | None  # current (inside its validity) or None = unknown
     known_pregnant: bool
     pregnancy_refs: tuple[str, ...]
+    suspected_oud: bool  # no OUD evidence and an illicit opioid-positive screen (rule 1a)
+    fired: tuple[str, ...]  # ids of the fact rules that hold for this patient
+
+    @property
+    def concern(self) -> bool:
+        """OUD evidence or suspected OUD: the pathway applies."""
+        return self.oud_evidence or self.suspected_oud
 
     def has_active(self, groups: tuple[str, ...] | frozenset[str]) -> list[MedicationOrder]:
         return [o for o in self.active_orders if o.groups & frozenset(groups)]
@@ -208,10 +373,12 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
 
     # --- OUD evidence (§2, §8)
     reasons: list[str] = []
+    reason_rules: list[str] = []
     refs: list[str] = []
     deciding = _deciding_oud_condition(oud_conditions)
     if deciding is not None:
         status = _condition_status(deciding)
+        reason_rules.append(EVIDENCE_CONDITION.id)
         reasons.append(
             "OUD diagnosis on the problem list"
             if status == "active"
@@ -227,6 +394,7 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
             and timing.may_be_within_months(m.when, as_of, cfg.evidence.severity_lookback_months)
         ):
             reasons.append(f"DSM-5 OUD criteria count {int(m.value)} in the last 12 months")
+            reason_rules.append(EVIDENCE_DSM5.id)
             refs.append(m.ref)
             break
     for o in orders:
@@ -236,12 +404,18 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
                 o.authored, as_of, cfg.evidence.buprenorphine_lookback_months
             )
         ):
-            reasons.append("buprenorphine for OUD prescribed in the last 12 months")
+            reasons.append(
+                "buprenorphine for OUD active"
+                if o.status == "active"
+                else "buprenorphine for OUD prescribed in the last 12 months"
+            )
+            reason_rules.append(EVIDENCE_BUPRENORPHINE.id)
             refs.append(o.ref)
             break
     for o in orders:
         if "oud" in o.reason_tags and o.groups & {"buprenorphine-oud", "methadone", "naltrexone"}:
             reasons.append("MOUD prescribed with an OUD reason")
+            reason_rules.append(EVIDENCE_REASON.id)
             refs.append(o.ref)
             break
     oud = bool(reasons)
@@ -348,10 +522,25 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
         ):
             preg_refs.append(c.ref)
 
+    suspected = not oud and bool(_newest_within(illicit, as_of, cfg.phase.suspected_oud_uds_days))
+    holds = (
+        (ACTIVE_MOUD, bool(active_moud)),
+        (EPISODE_CHAIN, episode_start is not None),
+        (PAST_EPISODE, bool(past_moud)),
+        (OUD_REMISSION, deciding is not None and _condition_status(deciding) == "remission"),
+        (ILLICIT_UDS, bool(illicit)),
+        (SUSPECTED_OUD, suspected),
+        (IN_WITHDRAWAL, bool(w_reasons)),
+        (SEVERITY, severity is not None),
+        (STAGE, stage is not None),
+        (KNOWN_PREGNANT, bool(preg_refs)),
+    )
+    fired = tuple(dict.fromkeys(reason_rules)) + tuple(r.id for r, ok in holds if ok)
     return Findings(
         as_of=as_of,
         oud_evidence=oud,
         evidence_reasons=tuple(reasons),
+        evidence_rules=tuple(reason_rules),
         evidence_refs=tuple(dict.fromkeys(refs)),
         oud_status=_condition_status(deciding) if deciding else None,
         oud_condition=deciding,
@@ -376,6 +565,8 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
         stage=stage,
         known_pregnant=bool(preg_refs),
         pregnancy_refs=tuple(dict.fromkeys(preg_refs)),
+        suspected_oud=suspected,
+        fired=fired,
     )
 
 
