@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pathway.rules import timing
 from pathway.rules.catalogue import (
@@ -39,7 +39,15 @@ REMISSION_CONDITION = frozenset({"remission", "inactive", "resolved"})
 HISTORY_STATUSES = frozenset({"completed", "stopped", "on-hold", "unknown"})
 EPISODE_STATUSES = frozenset({"active", "completed", "stopped"})
 MOUD_DRUGS = ("buprenorphine", "methadone", "naltrexone")
-T = TypeVar("T")
+STAGE_ORDER = ("precontemplation", "contemplation", "preparation", "action", "maintenance")
+
+
+class _Cited(Protocol):
+    @property
+    def ref(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Cited)
 
 
 def _fact(rule_id: str, target: str, title: str, section: str, source: str, *reads: str) -> Rule:
@@ -230,6 +238,7 @@ class Findings:
     last_use: LastUse | None
     last_uses: tuple[LastUse, ...]  # newest first; unknown dates last
     stage: StageOfChange | None  # current (inside its validity) or None = unknown
+    stages: tuple[StageOfChange, ...]  # every stage observation not after as_of, newest first
     known_pregnant: bool
     pregnancy_refs: tuple[str, ...]
     suspected_oud: bool  # no OUD evidence and an illicit opioid-positive screen (rule 1a)
@@ -255,7 +264,45 @@ class Findings:
 
 
 def _newest_first(items: list[T], when_of: Callable[[T], When | None]) -> list[T]:
-    return sorted(items, key=lambda i: timing.sort_key(when_of(i)), reverse=True)
+    """Newest first; ties by reference, so the order of the data never changes the answer."""
+    return sorted(items, key=lambda i: (timing.sort_key(when_of(i)), i.ref), reverse=True)
+
+
+# Of two results of one kind at the same instant, the one the rules read as "the latest" is the
+# worse (PATHWAY.md is silent on ties; the conservative reading): the higher QTc, ALT, AST and
+# DSM-5 count, the lower COWS (buprenorphine waits), blood pressure and heart rate.
+_HIGHER_IS_WORSE = frozenset({"qtc", "alt", "ast", "severity"})
+_LOWER_IS_WORSE = frozenset({"cows", "sbp", "hr"})
+
+
+def _worse(new: Measurement, old: Measurement, default_uln: float) -> bool:
+    if new.value is not None and old.value is not None:
+        if new.kind in _HIGHER_IS_WORSE:
+            if new.kind in ("alt", "ast"):  # as multiples of each one's upper limit of normal
+                return _ratio(new, default_uln) > _ratio(old, default_uln)
+            return new.value > old.value
+        if new.kind in _LOWER_IS_WORSE:
+            return new.value < old.value
+    if old.value is None and new.value is not None:
+        return True  # a readable value over an unreadable one
+    return new.result is Result.POSITIVE and old.result is not Result.POSITIVE
+
+
+def _ratio(m: Measurement, default_uln: float) -> float:
+    uln = m.upper_limit if m.upper_limit and m.upper_limit > 0 else default_uln
+    return (m.value or 0.0) / uln
+
+
+def _latest_of_each_kind(
+    measurements: list[Measurement], default_uln: float
+) -> dict[str, Measurement]:
+    latest: dict[str, Measurement] = {}
+    for m in _newest_first(measurements, lambda m: m.when):
+        held = latest.get(m.kind)
+        tie = held is not None and timing.sort_key(held.when) == timing.sort_key(m.when)
+        if held is None or (tie and _worse(m, held, default_uln)):
+            latest[m.kind] = m
+    return latest
 
 
 def _condition_status(c: ConditionFact) -> str:
@@ -358,16 +405,36 @@ def _episode(
     return start.authored, tuple(dict.fromkeys(refs))
 
 
+def _longest_illicit_window(cfg: PathwayConfig) -> int:
+    """The longest window in days any rule reads illicit screens in (older ones change nothing)."""
+    return max(
+        cfg.phase.suspected_oud_uds_days,
+        cfg.phase.return_to_use_uds_days,
+        cfg.phase.recovery_uds_days,
+        cfg.buprenorphine.illicit_uds_days,
+        cfg.naltrexone.illicit_uds_days,
+        cfg.psychosocial.illicit_uds_days,
+    )
+
+
 def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
-    conditions = [c for c in facts.conditions if timing.not_after(c.when, as_of) or c.when is None]
+    # Sorted newest first (ties by reference) so that the order of the data never changes an
+    # answer, a reason's order or the evidence cited.
+    conditions = _newest_first(
+        [c for c in facts.conditions if timing.not_after(c.when, as_of) or c.when is None],
+        lambda c: c.when,
+    )
     oud_conditions = [c for c in conditions if "oud" in c.tags]
-    orders = [o for o in facts.orders if o.authored is None or timing.not_after(o.authored, as_of)]
+    orders = _newest_first(
+        [o for o in facts.orders if o.authored is None or timing.not_after(o.authored, as_of)],
+        lambda o: o.authored,
+    )
     active_orders = tuple(o for o in orders if o.status == "active")
 
-    measurements = [m for m in facts.measurements if timing.not_after(m.when, as_of)]
-    latest: dict[str, Measurement] = {}
-    for m in _newest_first(measurements, lambda m: m.when):
-        latest.setdefault(m.kind, m)
+    measurements = _newest_first(
+        [m for m in facts.measurements if timing.not_after(m.when, as_of)], lambda m: m.when
+    )
+    latest = _latest_of_each_kind(measurements, cfg.labs.default_uln_u_per_l)
 
     severity, severity_ref = _severity(facts, as_of, cfg, latest, oud_conditions)
 
@@ -496,13 +563,19 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
     stages = _newest_first(
         [s for s in facts.stages if timing.not_after(s.when, as_of)], lambda s: s.when
     )
-    stage = next(
-        (
-            s
-            for s in stages
-            if s.stage and timing.may_be_within_days(s.when, as_of, cfg.labs.stage_valid_days)
-        ),
-        None,
+    current = [
+        s
+        for s in stages
+        if s.stage and timing.may_be_within_days(s.when, as_of, cfg.labs.stage_valid_days)
+    ]
+    # Of stages recorded at the same instant, the least ready counts (the conservative reading).
+    stage = (
+        min(
+            (s for s in current if timing.sort_key(s.when) == timing.sort_key(current[0].when)),
+            key=lambda s: STAGE_ORDER.index(s.stage) if s.stage in STAGE_ORDER else 0,
+        )
+        if current
+        else None
     )
 
     preg_refs: list[str] = []
@@ -528,7 +601,7 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
         (EPISODE_CHAIN, episode_start is not None),
         (PAST_EPISODE, bool(past_moud)),
         (OUD_REMISSION, deciding is not None and _condition_status(deciding) == "remission"),
-        (ILLICIT_UDS, bool(illicit)),
+        (ILLICIT_UDS, bool(_newest_within(illicit, as_of, _longest_illicit_window(cfg)))),
         (SUSPECTED_OUD, suspected),
         (IN_WITHDRAWAL, bool(w_reasons)),
         (SEVERITY, severity is not None),
@@ -559,10 +632,11 @@ def find(facts: Facts, as_of: datetime, cfg: PathwayConfig) -> Findings:
         withdrawal_refs=tuple(dict.fromkeys(w_refs)),
         withdrawal_cows=withdrawal_cows,
         latest=latest,
-        measurements=tuple(_newest_first(measurements, lambda m: m.when)),
+        measurements=tuple(measurements),
         last_use=last_use,
         last_uses=tuple(uses),
         stage=stage,
+        stages=tuple(stages),
         known_pregnant=bool(preg_refs),
         pregnancy_refs=tuple(dict.fromkeys(preg_refs)),
         suspected_oud=suspected,

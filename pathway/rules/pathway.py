@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pathway.rules import timing
 from pathway.rules.config import PathwayConfig
 from pathway.rules.findings import find
 from pathway.rules.model import Decision, Facts, MedicationOption
@@ -48,7 +49,15 @@ def evaluate(facts: Facts, as_of: datetime, config: PathwayConfig) -> Decision:
         )
     )
     notes: list[str] = []
-    if f.last_use is not None and f.last_use.opioid_type is None:
+    # The note belongs to an untyped last use that a rule read: undated, or inside the longest
+    # window any rule gives a last use (naltrexone's after long-acting opioids).
+    relevant = [
+        u
+        for u in f.last_uses[:1] + tuple(u for u in f.last_uses if u.used is None)
+        if u.used is None
+        or timing.may_be_within_days(u.used, as_of, config.naltrexone.opioid_free_days_long)
+    ]
+    if any(u.opioid_type is None for u in relevant):
         notes.append(
             "Last opioid use has no type: counted as long-acting (the conservative reading)."
         )

@@ -248,10 +248,14 @@ ASSESS_READINESS = _rule(
 
 
 def assess_readiness(p: Planner) -> None:
-    if p.f.stage is None:
+    window = p.interval("assess-readiness")
+    assessed = any(
+        s.stage is not None and timing.surely_within(s.when, p.f.as_of, window) for s in p.f.stages
+    )
+    if not assessed:  # §7: no stage of change observation inside the task's interval
         p.add(
             ASSESS_READINESS,
-            f"No stage of change in the last {p.cfg.labs.stage_valid_days} days.",
+            f"No stage of change in the last {timing.describe_window(window)}.",
         )
 
 

@@ -696,10 +696,6 @@ def test_a_resource_older_than_every_window_changes_nothing(
     generated: tuple[Case, str, dict[str, Any]],
 ) -> None:
     case, kind, old = generated
-    if kind == "last-use" and any(
-        _code(r) == "last-opioid-use" and "valueDateTime" not in r for r in case.resources
-    ):
-        return  # a known defect: test_an_old_dated_last_use_does_not_hide_an_undated_one
     before = EVALUATOR.evaluate(case.bundle(), case.as_of).decision
     after = EVALUATOR.evaluate(case.bundle([*case.resources, old]), case.as_of).decision
     assert canonical(after) == canonical(before), (
@@ -762,20 +758,15 @@ def has_result_ties(resources: list[dict[str, Any]]) -> bool:
 @profile(100)
 @given(patients(EVALUATOR), st.randoms(use_true_random=False))
 def test_bundle_order_changes_nothing(case: Case, rnd: Any) -> None:
-    """Shuffled entries: the same decision, reasons and evidence included. Two known defects are
-    left out here and pinned by strict xfail tests below (remove these exclusions with them):
-    results of one test at one instant decide by bundle order
-    (test_results_at_the_same_instant_decide_the_same_in_any_order), and of two requests for one
-    drug authored the same day the cited one depends on order
-    (test_tied_requests_cite_the_same_resource_in_any_order)."""
+    """Shuffled entries: the same decision, reasons and evidence included, ties too (results of
+    one test at one instant: the worse counts; requests authored the same day: cited by
+    reference order)."""
     shuffled = list(case.resources)
     rnd.shuffle(shuffled)
     before = EVALUATOR.evaluate(case.bundle(), case.as_of).decision
     after = EVALUATOR.evaluate(case.bundle(shuffled), case.as_of).decision
-    if not has_result_ties(case.resources):
-        assert clinical(after) == clinical(before), diff(before, after)
-    if not has_date_ties(case.resources):
-        assert canonical(after) == canonical(before), diff(before, after)
+    assert clinical(after) == clinical(before), diff(before, after)
+    assert canonical(after) == canonical(before), diff(before, after)
 
 
 def _more_risk(draw: Callable[..., Any], case: Case, what: str) -> dict[str, Any]:
@@ -1078,13 +1069,6 @@ TIES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: of two results of one test at the same instant (or on the same date), the "
-    "'latest' is whichever comes first in the bundle, so the status flips with entry order "
-    "(methadone contraindicated or suitable for QTc 520 and 420 taken together); spec silent on "
-    "ties: the conservative reading is the worse result",
-)
 @pytest.mark.parametrize("tie", sorted(TIES))
 def test_results_at_the_same_instant_decide_the_same_in_any_order(tie: str) -> None:
     name, first, second, rest = TIES[tie]
@@ -1094,11 +1078,6 @@ def test_results_at_the_same_instant_decide_the_same_in_any_order(tie: str) -> N
     assert one.decision.status_of(name) == other.decision.status_of(name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: of two active requests for one drug authored the same day, the one cited "
-    "(option evidence, reasons, the no-naloxone flag) is whichever comes first in the bundle",
-)
 def test_tied_requests_cite_the_same_resource_in_any_order() -> None:
     x = med("1010604", "active", "2024-11-01")
     y = med("1010604", "active", "2024-11-01")
@@ -1108,12 +1087,6 @@ def test_tied_requests_cite_the_same_resource_in_any_order() -> None:
     assert canonical(one) == canonical(other), diff(one, other)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a last-use observation without a date (timing unknown: buprenorphine "
-    "not-yet) is hidden by any dated last use, however old: adding a 2023 last use makes "
-    "buprenorphine suitable (unknown is not 'long ago')",
-)
 def test_an_old_dated_last_use_does_not_hide_an_undated_one() -> None:
     undated = last_use("", "long-acting", when="2024-11-20T16:00:00Z")
     del undated["valueDateTime"]

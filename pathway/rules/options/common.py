@@ -145,22 +145,23 @@ def recent_full_agonist_exposure(f: Findings, cfg: PathwayConfig) -> tuple[list[
             )
             refs.append(earlier.ref)
             break
+    # A last use recorded without a time may be the latest, whatever dated ones say (unknown is
+    # not "long ago").
+    for undated in f.last_uses:
+        if undated.used is None and undated.opioid_type != "fentanyl":
+            reasons.append("last opioid use recorded without a time")
+            refs.append(undated.ref)
+            break
     use = f.last_use
-    if use is not None and use.opioid_type != "fentanyl":
+    if use is not None and use.opioid_type != "fentanyl" and use.used is not None:
         kind = use.opioid_type or "long-acting"
         untyped = "" if use.opioid_type else " (type not recorded: counted as long-acting)"
-        if use.used is None:
-            reasons.append("last opioid use recorded without a time")
+        limit = b.short_acting_hours if kind == "short-acting" else b.long_acting_hours
+        # §8: the hour bound includes its edge (exactly 12 h ago is still recent).
+        if timing.may_be_within_hours(use.used, f.as_of, limit):
+            hours = max(0.0, (f.as_of - use.used.latest).total_seconds() / 3600)
+            reasons.append(f"last {kind} opioid use {hours:.0f} h ago (within {limit} h){untyped}")
             refs.append(use.ref)
-        else:
-            limit = b.short_acting_hours if kind == "short-acting" else b.long_acting_hours
-            # §8: the hour bound includes its edge (exactly 12 h ago is still recent).
-            if timing.may_be_within_hours(use.used, f.as_of, limit):
-                hours = max(0.0, (f.as_of - use.used.latest).total_seconds() / 3600)
-                reasons.append(
-                    f"last {kind} opioid use {hours:.0f} h ago (within {limit} h){untyped}"
-                )
-                refs.append(use.ref)
     return reasons, refs
 
 

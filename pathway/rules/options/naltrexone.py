@@ -139,7 +139,9 @@ RECENT_USE = Rule(
 
 
 def recent_use(f: Findings, p: PatientFacts, cfg: PathwayConfig) -> list[Fired]:
-    use = f.last_use
+    # A use recorded without a date may be the latest, whatever dated ones say.
+    undated = next((u for u in f.last_uses if u.used is None), None)
+    use = undated or f.last_use
     if use is None:
         return []
     n = cfg.naltrexone
