@@ -13,6 +13,7 @@ from pathway.api.errors import ApiError
 from pathway.api.jsonio import json_response, read_json_body
 from pathway.api.observability import REQUEST_ID
 from pathway.api.schemas import load_or_400
+from pathway.cards import smart_app_link
 from pathway.evaluation import evidence_dates
 from pathway.fhir.bundle import FHIR_ID, flatten
 from pathway.fhir.prefetch import resolve
@@ -216,6 +217,11 @@ def call(service_id: str) -> Response:
         card = svc.cards.pathway_card(
             decision, notes, evidence_dates(evaluation.reading.facts, decision.evidence)
         )
+        if card is not None and svc.settings.smart_app_client_id:
+            card["links"] = [
+                *card["links"],
+                smart_app_link(svc.settings.base_url, instance, decision.as_of.isoformat()),
+            ]
         cards = [card] if card is not None else []
         token = (req.get("fhirAuthorization") or {}).get("access_token")
         existing = None
