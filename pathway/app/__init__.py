@@ -36,6 +36,9 @@ def install(app: Flask, svc: Service) -> None:
     def _app_headers(resp: Response) -> Response:
         if request.path == "/app" or request.path.startswith("/app/"):
             resp.headers["Content-Security-Policy"] = policy
+            # Our own form POSTs carry their Origin (no-referrer would send "null"), which the
+            # CSRF check reads; nothing goes to other sites (app URLs hold no patient data).
+            resp.headers["Referrer-Policy"] = "same-origin"
             if same_origin_only:
                 none = settings.app_frame_ancestors.strip() == "'none'"
                 resp.headers["X-Frame-Options"] = "DENY" if none else "SAMEORIGIN"

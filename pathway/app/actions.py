@@ -37,8 +37,8 @@ class ActionError(Exception):
         self.status = status
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Actions:
@@ -47,6 +47,9 @@ class Actions:
         self.canon = svc.config.pathway.canonical
 
     # ------------------------------------------------------------------ shared
+    def _now(self) -> str:
+        return _iso(self.svc.clock())  # the service's clock (tests freeze it)
+
     def _need(self, granted: str, *needs: tuple[str, str]) -> None:
         missing = [f"{r}.{op}" for r, op in needs if not allows(granted, r, op)]
         if missing:
@@ -71,7 +74,7 @@ class Actions:
             "resourceType": "Provenance",
             "meta": {"security": SECURITY},
             "target": [{"reference": t} for t in targets],
-            "recorded": _now(),
+            "recorded": self._now(),
             "activity": {
                 "coding": [
                     {
@@ -109,7 +112,7 @@ class Actions:
         ident = f"{pid}:{as_of.date().isoformat()}"
         body["identifier"] = [{"system": f"{self.canon}/naloxone-order", "value": ident}]
         body["meta"] = {"security": SECURITY}
-        body["authoredOn"] = _now()
+        body["authoredOn"] = self._now()
         if clinician.split("/", 1)[0] in ("Practitioner", "PractitionerRole"):
             body["requester"] = {"reference": clinician}
         resp = client.request(
@@ -157,7 +160,11 @@ class Actions:
             if not caps.can_write_plan():
                 raise ActionError(409, "This EHR does not accept care plans and tasks.")
             reconciler = Reconciler(
-                self.svc.evaluator.writer, client, caps, self.svc.settings.writeback_fallback
+                self.svc.evaluator.writer,
+                client,
+                caps,
+                self.svc.settings.writeback_fallback,
+                clock=self.svc.clock,
             )
             result = reconciler.apply(want)
         targets = [m.group(1) for w in result.written if (m := REF.fullmatch(w.split(" ", 1)[1]))]
@@ -208,8 +215,8 @@ class Actions:
             return "That task was already closed."
         body = dict(task)
         body["status"] = "completed"
-        body["lastModified"] = _now()
-        body["executionPeriod"] = {**(task.get("executionPeriod") or {}), "end": _now()}
+        body["lastModified"] = self._now()
+        body["executionPeriod"] = {**(task.get("executionPeriod") or {}), "end": self._now()}
         version = (task.get("meta") or {}).get("versionId")
         headers = {"If-Match": f'W/"{version}"'} if version else {}
         client.request("PUT", f"Task/{task_id}", body=body, headers=headers)
