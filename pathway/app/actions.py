@@ -64,7 +64,7 @@ class Actions:
         return user
 
     def _evaluate(self, client: FhirClient, pid: str, as_of: datetime) -> Evaluation:
-        data = self.svc.read_patient(client, pid)
+        data = self.svc.workflow.read_patient(client, pid)
         return self.svc.evaluator.evaluate(list(data.values()), as_of, patient_id=pid)
 
     def provenance(

@@ -200,11 +200,11 @@ def make_blueprint(svc: Service) -> Blueprint:
             s, auth = authed()
             as_of, source = _as_of(auth.get("appContext"), svc.clock())
             try:
-                data = svc.read_patient(fhir(auth), auth["patient"])
+                data = svc.workflow.read_patient(fhir(auth), auth["patient"])
             except FhirAuthError:
                 refresh(s)  # the token was refused early: once more with a fresh one
                 auth = s.auth or auth
-                data = svc.read_patient(fhir(auth), auth["patient"])
+                data = svc.workflow.read_patient(fhir(auth), auth["patient"])
         except Expired:
             return expired()
         except FhirNotFound:
@@ -226,7 +226,7 @@ def make_blueprint(svc: Service) -> Blueprint:
             _hook_instance(auth.get("appContext")),
             s.message,
         )
-        svc.record_decision(decision, "app-view")
+        svc.workflow.record_decision(decision, "app-view")
         if s.message:
             s.message = None
             store.save(s)
