@@ -360,8 +360,7 @@ class CardBuilder:
         if len(shown) > MAX_NOTES:
             tail.append(f"_{len(shown) - MAX_NOTES} more notes on the data: see the care plan._")
         if app_link:
-            label = _md(str(app_link.get("label", "the OUD care pathway app")))
-            tail.append(f"The full plan, timeline and evidence: **{label}** (link below).")
+            tail.append("Full plan, timeline and evidence: **open the app** (link below).")
         tail.append(f"_{DISCLAIMER}_")
         rest = ranked[NEXT_STEPS:]
         groups = [[t for t in rest if due_group(t, today) == g] for g in range(3)]
@@ -437,3 +436,18 @@ class CardBuilder:
                 }
             )
         return self._card(d, f.summary, f.indicator, "\n".join(detail), suggestions)
+
+
+# ------------------------------------------------------------ the clinician's app (CONTRACT §6)
+def smart_app_link(public_url: str, hook_instance: str, as_of: str) -> dict[str, Any]:
+    """The card's link to the SMART app. appContext names the hook instance and the evaluation
+    time, so the app opens on the evaluation the card showed."""
+    import orjson
+
+    context = orjson.dumps({"hookInstance": hook_instance[:100], "asOf": as_of}).decode()
+    return {
+        "label": "Open the OUD care pathway app (timeline, evidence, actions)",
+        "url": f"{public_url}/app/launch",
+        "type": "smart",
+        "appContext": context,
+    }

@@ -79,6 +79,9 @@ def pathway_card(scenario: Path) -> dict[str, Any]:
                 "PATHWAY_AUTH_MODE": "off",
                 "PATHWAY_DATABASE_URL": f"sqlite:///{tmp}/card.db",
                 "PATHWAY_LOG_LEVEL": "ERROR",
+                # the clinician's app enabled: its SMART link is on the card
+                "PATHWAY_SMART_APP_CLIENT_ID": "oud-pathway-app",
+                "PATHWAY_PUBLIC_URL": "https://cds.example.org",
             }
         )
         app = create_app({"settings": settings})

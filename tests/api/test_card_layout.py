@@ -177,7 +177,7 @@ def test_the_app_link_comes_first_and_the_detail_points_to_it(app: Flask) -> Non
     card = svc.cards.pathway_card(ev.decision, ev.notes, ev.evidence_dates, app_link=link)
     assert card["links"][0] == link
     assert [x["url"] for x in card["links"][1:]] == [x["url"] for x in svc.cards.s.links]
-    assert "**Open the pathway app** (link below)" in card["detail"]
+    assert "**open the app** (link below)" in card["detail"]
     plain = svc.cards.pathway_card(ev.decision, ev.notes, ev.evidence_dates)
     assert plain["links"] == svc.cards.s.links and "link below" not in plain["detail"]
 
