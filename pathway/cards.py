@@ -338,7 +338,9 @@ class CardBuilder:
                     lines.append(f"- Info: {_md(f.summary)}")
                 else:
                     label = "**CRITICAL**" if f.indicator == "critical" else "**Warning**"
-                    lines.append(f"- {label}: {_md(f.summary)}: {_md(_brief(f.detail, 90))}")
+                    room = LINE_CHARS - len(f.summary) - len(label) - 4
+                    why = _brief(f.detail, max(MIN_REASON, room))
+                    lines.append(f"- {label}: {_md(f.summary)}: {_md(why)}")
             lines.append("")
         ranked = urgent_first(d.tasks, today)
         if ranked:
