@@ -16,7 +16,12 @@ FHIRSERVER := tests/fhirserver/node_modules/.package-lock.json
 $(FHIRSERVER): tests/fhirserver/package-lock.json
 	npm ci --prefix tests/fhirserver --no-audit --no-fund --loglevel=error
 
-setup: $(BIN)/pathway $(FHIRSERVER)
+# axe-core for the clinician's app browser tests (injected into the page; tests/app).
+AXE := tests/app/axe/node_modules/.package-lock.json
+$(AXE): tests/app/axe/package-lock.json
+	npm ci --prefix tests/app/axe --no-audit --no-fund --loglevel=error
+
+setup: $(BIN)/pathway $(FHIRSERVER) $(AXE)
 
 # The production build: the pure core and card building compiled with mypyc into build/compiled
 # (the checkout is untouched). Run it with PYTHONPATH=build/compiled (an absolute path when the
@@ -48,10 +53,13 @@ pytest:
 	$(BIN)/python -m pytest
 
 # `pytest` (not `python -m pytest`, which would put the checkout first on sys.path).
-# The Spark tests (a JVM in local mode, tests/population/test_spark.py) run once, in `pytest`:
-# the rules they run are the same Python either way, and the JVM start is the slow part.
+# Run once, on the source build above: the Spark tests (a JVM in local mode,
+# tests/population/test_spark.py; the rules they run are the same Python either way, the JVM
+# start is the slow part) and the browser suite (tests/app: Chromium, the SMART launch, axe; its
+# pages, templates and launch are not compiled, the clinical code they call is tested on both
+# builds by the rest of the suite).
 pytest-compiled: setup $(COMPILED)
-	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/pytest -m "not spark"
+	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/pytest -m "not spark and not browser"
 
 # Dependency audit: fails on a reported vulnerability. Where the package index offers no
 # vulnerability data (as on this workplace's mirror) it says so and does not pass silently.
@@ -77,4 +85,5 @@ load: setup $(COMPILED)
 	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/python scripts/loadrun.py --seconds 60 --rate 100
 
 clean:
-	rm -rf $(VENV) build var .pytest_cache .mypy_cache .ruff_cache tests/fhirserver/node_modules
+	rm -rf $(VENV) build var .pytest_cache .mypy_cache .ruff_cache tests/fhirserver/node_modules \
+	  tests/app/axe/node_modules

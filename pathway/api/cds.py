@@ -22,6 +22,7 @@ from pathway.api.errors import ApiError
 from pathway.api.jsonio import json_response, read_json_body
 from pathway.api.observability import CDS_ROUTES, REQUEST_ID
 from pathway.api.schemas import load_or_400
+from pathway.cards import smart_app_link
 from pathway.config import service_routes
 from pathway.fhir.bundle import FHIR_ID, flatten
 from pathway.service import Service
@@ -208,6 +209,10 @@ def call(service_id: str) -> Response:
         raise _wrong_hook(service_id, answers, hook, r.listed)
     patient_id, drafts = _context(hook, req["context"])
     svc = _service()
+    app_link = None
+    if hook == "patient-view" and svc.settings.smart_app_client_id:
+        # the clinician's app, opened on this evaluation (CONTRACT §6): the card's first link
+        app_link = smart_app_link(svc.settings.base_url, instance, svc.clock().isoformat())
     answer = svc.workflow.hook(
         HookCall(
             r.listed[hook],  # an alias answers as the listed service of the request's hook
@@ -218,6 +223,7 @@ def call(service_id: str) -> Response:
             drafts,
             req.get("fhirServer"),
             (req.get("fhirAuthorization") or {}).get("access_token"),
+            app_link,
         )
     )
     cards, system_actions = answer.cards, answer.system_actions
