@@ -176,6 +176,10 @@ def test_read_only_server_with_system_actions_fallback(
     assert read_only.count("DocumentReference") == 0
     assert read_only.writes() == seeded
     assert svc_of(app).store.outbox_list() == []  # nothing queued: the EHR applies them
+    assert (
+        'pathway_writeback_total{outcome="fallback-system-actions"} 1.0'
+        in svc_of(app).metrics.render().decode()
+    )
     # Without a hook to carry them (a notification, a sweep), the entry is dead at once and
     # says why.
     svc = svc_of(app)
