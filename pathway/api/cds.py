@@ -22,6 +22,7 @@ from pathway.api.errors import ApiError
 from pathway.api.jsonio import json_response, read_json_body
 from pathway.api.observability import CDS_ROUTES, REQUEST_ID
 from pathway.api.schemas import load_or_400
+from pathway.cards import smart_app_link
 from pathway.config import service_routes
 from pathway.fhir.bundle import FHIR_ID, flatten
 from pathway.service import Service
@@ -221,6 +222,10 @@ def call(service_id: str) -> Response:
         )
     )
     cards, system_actions = answer.cards, answer.system_actions
+    if hook == "patient-view" and cards and svc.settings.smart_app_client_id:
+        # the clinician's app, opened on this evaluation (CONTRACT §6)
+        link = smart_app_link(svc.settings.base_url, instance, svc.clock().isoformat())
+        cards[0]["links"] = [*cards[0]["links"], link]
     body: dict[str, Any] = {"cards": cards}
     if system_actions:
         body["systemActions"] = system_actions
