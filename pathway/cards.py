@@ -138,6 +138,7 @@ class CardBuilder:
                 "medication": m.medication,
                 "status": m.status,
                 "reasons": list(m.reasons),
+                "rules": list(m.rules),
             }
             if m.evidence:
                 item["evidence"] = list(m.evidence)
@@ -147,6 +148,7 @@ class CardBuilder:
             "returnToUse": d.return_to_use,
             "suspectedOud": d.suspected_oud,
             "medications": meds,
+            "phaseRule": d.phase_rule,
             "planDefinition": self.writer.cfg.plan_definition,
         }
         if d.tasks:
@@ -333,7 +335,9 @@ class CardBuilder:
                     lines.append(f"- Info: {_md(f.summary)}")
                 else:
                     label = "**CRITICAL**" if f.indicator == "critical" else "**Warning**"
-                    lines.append(f"- {label}: {_md(f.summary)}: {_md(_brief(f.detail, 90))}")
+                    room = LINE_CHARS - len(f.summary) - len(label) - 4
+                    why = _brief(f.detail, max(MIN_REASON, room))
+                    lines.append(f"- {label}: {_md(f.summary)}: {_md(why)}")
             lines.append("")
         ranked = urgent_first(d.tasks, today)
         if ranked:
