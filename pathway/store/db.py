@@ -105,6 +105,14 @@ health = Table(
     Column("id", Integer, primary_key=True),
     Column("checked_at", DateTime(timezone=True), nullable=False),
 )
+# The clinician app's server-side sessions (pathway/app/sessions.py; migration 0003).
+app_session = Table(
+    "app_session",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the cookie, hex
+    Column("data", Text, nullable=False),  # Fernet token: encrypted JSON
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
 
 
 class StoreError(RuntimeError):
