@@ -25,13 +25,14 @@ around every edge of config/pathway.yaml, inside and outside, some date-only, so
 
 Run time: modest by default (CI runs the suite twice). For a deep run:
     PATHWAY_HYPOTHESIS_PROFILE=deep .venv/bin/python -m pytest tests/rules/test_metamorphic.py
-(50 x the examples). A failure prints the patient bundle and as_of; `print_blob` lets hypothesis
-replay it (@reproduce_failure).
+(50 x the examples; PATHWAY_HYPOTHESIS_SCALE=N for N x). A failure prints the patient bundle
+and as_of; `print_blob` lets hypothesis replay it (@reproduce_failure).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -91,14 +92,17 @@ settings.register_profile(
         HealthCheck.function_scoped_fixture,
     ],
 )
-DEEP = os.environ.get("PATHWAY_HYPOTHESIS_PROFILE", "") == "deep"
+# PATHWAY_HYPOTHESIS_PROFILE=deep: 50 x the examples; PATHWAY_HYPOTHESIS_SCALE=N: N x.
+SCALE = (
+    50
+    if os.environ.get("PATHWAY_HYPOTHESIS_PROFILE", "") == "deep"
+    else int(os.environ.get("PATHWAY_HYPOTHESIS_SCALE", "1"))
+)
 
 
 def profile(examples: int) -> settings:
-    """The module's settings with `examples` (x 50 in a deep run)."""
-    return settings(
-        settings.get_profile("pathway-metamorphic"), max_examples=examples * (50 if DEEP else 1)
-    )
+    """The module's settings with `examples` (times SCALE)."""
+    return settings(settings.get_profile("pathway-metamorphic"), max_examples=examples * SCALE)
 
 
 # ------------------------------------------------------------------ codes (config/valuesets)
@@ -188,21 +192,7 @@ CLINICAL = (None, "active", "recurrence", "relapse", "inactive", "remission", "r
 VERIFICATION = (None, None, "confirmed", "provisional", "refuted", "entered-in-error")
 STAGES = ("precontemplation", "contemplation", "preparation", "action", "maintenance", "someday")
 OPIOID_TYPES = ("short-acting", "long-acting", "fentanyl", None, "unknown-kind")
-TASK_CODES = (
-    "collect-uds",
-    "assess-cows",
-    "assess-oud-severity",
-    "assess-readiness",
-    "order-lft",
-    "order-ecg",
-    "pregnancy-test",
-    "hiv-hcv-screening",
-    "prescribe-naloxone",
-    "discuss-moud-options",
-    "follow-up-visit",
-    "motivational-interviewing",
-    "family-support",
-)
+TASK_CODES = tuple(RAW["tasks"])  # every task of config/pathway.yaml
 
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 
@@ -510,11 +500,16 @@ def build_case(draw: Callable[..., Any], evaluator: Evaluator) -> Case:
 
 def canonical(x: Any) -> Any:
     """A decision as plain data, with the order of every sequence dropped (bundle order may
-    reorder reasons or evidence; it may not change them)."""
+    reorder reasons or evidence; it may not change them). A flag's detail is a lead-in and its
+    reasons joined with '; ': their order is dropped too."""
     if is_dataclass(x) and not isinstance(x, type):
         return {f.name: canonical(getattr(x, f.name)) for f in fields(x)}
     if isinstance(x, tuple) and hasattr(x, "_asdict"):
-        return {k: canonical(v) for k, v in x._asdict().items()}
+        out = {k: canonical(v) for k, v in x._asdict().items()}
+        if isinstance(out.get("detail"), str):
+            head, _, listed = out["detail"].partition(": ")
+            out["detail"] = [head, *sorted(listed.split("; "))]
+        return out
     if isinstance(x, list | tuple):
         return sorted((canonical(v) for v in x), key=repr)
     if isinstance(x, dict):
@@ -702,6 +697,10 @@ def test_a_resource_older_than_every_window_changes_nothing(
         return  # a known defect: test_an_old_dated_last_use_does_not_hide_an_undated_one
     before = EVALUATOR.evaluate(case.bundle(), case.as_of).decision
     after = EVALUATOR.evaluate(case.bundle([*case.resources, old]), case.as_of).decision
+    if kind == "last-use":
+        # A known defect: the note "counted as long-acting" follows the latest use even when it
+        # counted for nothing (test_an_old_untyped_last_use_adds_no_note): notes left out here.
+        before, after = (dataclasses.replace(x, notes=()) for x in (before, after))
     assert canonical(after) == canonical(before), (
         f"adding an old {kind} ({orjson.dumps(old).decode()}) changed: {diff(before, after)}"
     )
@@ -754,6 +753,19 @@ def has_date_ties(resources: list[dict[str, Any]]) -> bool:
     return False
 
 
+BUP_FOR_OUD = ("1010604", "351265")
+MOUD_CODES = tuple(DRUGS[n] for n in MOUD_DRUGS)
+
+
+def cites_by_order(resources: list[dict[str, Any]]) -> bool:
+    """Two requests that may be cited as OUD evidence (buprenorphine for OUD, or MOUD with an
+    OUD reasonCode): which one is cited depends on order (a known defect)."""
+    requests = [r for r in resources if r["resourceType"] == "MedicationRequest"]
+    bup = [r for r in requests if _code(r) in BUP_FOR_OUD]
+    reasoned = [r for r in requests if _code(r) in MOUD_CODES and r.get("reasonCode")]
+    return len(bup) > 1 or len(reasoned) > 1
+
+
 def has_result_ties(resources: list[dict[str, Any]]) -> bool:
     """Two Observations of one code at the same time span (or both undated)."""
     return has_date_ties([r for r in resources if r["resourceType"] == "Observation"])
@@ -765,16 +777,15 @@ def test_bundle_order_changes_nothing(case: Case, rnd: Any) -> None:
     """Shuffled entries: the same decision, reasons and evidence included. Two known defects are
     left out here and pinned by strict xfail tests below (remove these exclusions with them):
     results of one test at one instant decide by bundle order
-    (test_results_at_the_same_instant_decide_the_same_in_any_order), and of two requests for one
-    drug authored the same day the cited one depends on order
-    (test_tied_requests_cite_the_same_resource_in_any_order)."""
+    (test_results_at_the_same_instant_decide_the_same_in_any_order), and which of two requests
+    is cited depends on order (test_the_cited_request_does_not_depend_on_bundle_order)."""
     shuffled = list(case.resources)
     rnd.shuffle(shuffled)
     before = EVALUATOR.evaluate(case.bundle(), case.as_of).decision
     after = EVALUATOR.evaluate(case.bundle(shuffled), case.as_of).decision
     if not has_result_ties(case.resources):
         assert clinical(after) == clinical(before), diff(before, after)
-    if not has_date_ties(case.resources):
+    if not has_date_ties(case.resources) and not cites_by_order(case.resources):
         assert canonical(after) == canonical(before), diff(before, after)
 
 
@@ -901,6 +912,101 @@ def test_a_negative_screen_turned_positive_never_makes_naltrexone_more_permissiv
     after = EVALUATOR.evaluate(case.bundle(changed), case.as_of).decision.status_of("naltrexone")
     assert before is not None and after is not None
     assert no_more_permissive(before, after), f"naltrexone {before} -> {after}"
+
+
+@st.composite
+def on_methadone_with_exposure(
+    draw: Callable[..., Any],
+) -> tuple[Case, str, list[dict[str, Any]]]:
+    """A patient with an active methadone request (any indication, authored by as_of or
+    undated) and some recent full-agonist exposure to add."""
+    case = build_case(draw, EVALUATOR)
+    d = Draw(draw, case.as_of, EVALUATOR.config.pathway)
+    authored = (
+        None
+        if d.int(0, 5) == 0
+        else fhir_text(
+            case.as_of - timedelta(seconds=d.int(0, 400 * 86400)), d.pick(("instant", "date"))
+        )
+    )
+    case.resources.append(
+        request(d, d.pick(("methadone-tab", "methadone-sol")), "active", authored)
+    )
+    recent = case.as_of - timedelta(seconds=d.int(0, 36 * 3600))
+    what = d.pick(
+        (
+            "fentanyl-positive screen",
+            "opiates-positive screen",
+            "short-acting use",
+            "fentanyl use",
+            "untyped use",
+            "active opioid analgesic",
+        )
+    )
+    added: list[dict[str, Any]]
+    if what == "fentanyl-positive screen":
+        added = [screen(d, case, "fentanyl", "positive", instant(recent))]
+    elif what == "opiates-positive screen":
+        added = [screen(d, case, "opiates", "positive", instant(recent))]
+    elif what.endswith("use"):
+        kind = {"short-acting use": "short-acting", "fentanyl use": "fentanyl"}.get(what)
+        added = [last_use(instant(recent), kind, when=instant(case.as_of))]
+    else:
+        name = d.pick(("oxycodone", "hydrocodone", "morphine", "fentanyl-patch", "tramadol"))
+        added = [med(DRUGS[name], "active", instant(recent))]
+    return case, what, added
+
+
+@profile(100)
+@given(on_methadone_with_exposure())
+def test_on_methadone_recent_exposure_does_not_change_buprenorphine(
+    generated: tuple[Case, str, list[dict[str, Any]]],
+) -> None:
+    """§8: on methadone (any active methadone request, pain included) buprenorphine is a planned
+    transition (caution), never not-yet, whatever other recent full-agonist exposure exists; so
+    adding such exposure leaves buprenorphine's status as it was."""
+    case, what, added = generated
+    before = EVALUATOR.evaluate(case.bundle(), case.as_of).decision.status_of("buprenorphine")
+    after = EVALUATOR.evaluate(case.bundle([*case.resources, *added]), case.as_of).decision
+    assert after.status_of("buprenorphine") == before, (
+        f"on methadone, adding {what}: buprenorphine {before} -> {after.status_of('buprenorphine')}"
+    )
+    assert before != "not-yet"
+
+
+def adherence(d: Decision) -> tuple[bool, tuple[str, ...]]:
+    """Is an adherence review planned, and for which drugs was the expected analyte missing."""
+    flagged = tuple(sorted(f.summary for f in d.flags if f.code == "moud-analyte-missing"))
+    return "review-adherence" in d.task_codes, flagged
+
+
+@st.composite
+def other_drug_history(draw: Callable[..., Any]) -> tuple[Case, dict[str, Any]]:
+    """A patient and a past naltrexone request (completed or stopped, no reasonCode) to add:
+    another MOUD drug, so it may change the episode's start, not a drug's own chain."""
+    case = build_case(draw, EVALUATOR)
+    d = Draw(draw, case.as_of, EVALUATOR.config.pathway)
+    added = med(
+        DRUGS[d.pick(("naltrexone-tab", "naltrexone-xr"))],
+        d.pick(("completed", "stopped")),
+        d.when(),
+    )
+    return case, added
+
+
+@profile(100)
+@given(other_drug_history())
+def test_another_moud_drug_never_changes_the_adherence_review(
+    generated: tuple[Case, dict[str, Any]],
+) -> None:
+    """§8: 'expected MOUD analyte missing' counts the days on a drug from that drug's own chain
+    and reads only screens since then: a past request for another MOUD drug changes neither."""
+    case, added = generated
+    before = EVALUATOR.evaluate(case.bundle(), case.as_of).decision
+    after = EVALUATOR.evaluate(case.bundle([*case.resources, added]), case.as_of).decision
+    assert adherence(after) == adherence(before), (
+        f"adding {orjson.dumps(added).decode()}: {adherence(before)} -> {adherence(after)}"
+    )
 
 
 @profile(50)
@@ -1094,17 +1200,34 @@ def test_results_at_the_same_instant_decide_the_same_in_any_order(tie: str) -> N
     assert one.decision.status_of(name) == other.decision.status_of(name)
 
 
+CITED_BY_ORDER = {
+    "two active buprenorphine requests authored the same day": (
+        med("1010604", "active", "2024-11-01"),
+        med("1010604", "active", "2024-11-01"),
+    ),
+    "OUD evidence: an active and a completed buprenorphine request": (
+        med("1010604", "active", "2024-10-01"),
+        med("1010604", "completed", "2024-06-01"),
+    ),
+    "OUD evidence: two MOUD requests with an OUD reasonCode": (
+        med("864706", "active", "2024-10-01", reason=(ICD10, "F11.20")),
+        med("637213", "completed", "2024-06-01", reason=(ICD10, "F11.20")),
+    ),
+}
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="defect: of two active requests for one drug authored the same day, the one cited "
-    "(option evidence, reasons, the no-naloxone flag) is whichever comes first in the bundle",
+    reason="defect (traceability): which request is cited depends on bundle order: of two "
+    "active requests for one drug authored the same day, and for OUD evidence the first "
+    "qualifying buprenorphine (or OUD-reason MOUD) request in the bundle, not the newest; the "
+    "option's evidence, the decision's evidence and the flags' evidence change with entry order",
 )
-def test_tied_requests_cite_the_same_resource_in_any_order() -> None:
-    x = med("1010604", "active", "2024-11-01")
-    y = med("1010604", "active", "2024-11-01")
-    base = [patient(), _oud()]
-    one = EVALUATOR.evaluate(Case(TIE_AS_OF, [*base, x, y]).bundle(), TIE_AS_OF).decision
-    other = EVALUATOR.evaluate(Case(TIE_AS_OF, [*base, y, x]).bundle(), TIE_AS_OF).decision
+@pytest.mark.parametrize("case", sorted(CITED_BY_ORDER))
+def test_the_cited_request_does_not_depend_on_bundle_order(case: str) -> None:
+    x, y = CITED_BY_ORDER[case]
+    one = EVALUATOR.evaluate(Case(TIE_AS_OF, [patient(), x, y]).bundle(), TIE_AS_OF).decision
+    other = EVALUATOR.evaluate(Case(TIE_AS_OF, [patient(), y, x]).bundle(), TIE_AS_OF).decision
     assert canonical(one) == canonical(other), diff(one, other)
 
 
@@ -1123,3 +1246,16 @@ def test_an_old_dated_last_use_does_not_hide_an_undated_one() -> None:
     after = EVALUATOR.evaluate(Case(TIE_AS_OF, [*base, old]).bundle(), TIE_AS_OF).decision
     assert before.status_of("buprenorphine") == "not-yet"
     assert after.status_of("buprenorphine") == "not-yet"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect (minor, wording): a last use with no type, older than every window, still adds "
+    "the note 'Last opioid use has no type: counted as long-acting', though it counted for nothing",
+)
+def test_an_old_untyped_last_use_adds_no_note() -> None:
+    old = last_use("2024-11-01T00:00:00Z", None, when="2024-11-01T00:00:00Z")
+    base = [patient(), _oud()]
+    before = EVALUATOR.evaluate(Case(TIE_AS_OF, base).bundle(), TIE_AS_OF).decision
+    after = EVALUATOR.evaluate(Case(TIE_AS_OF, [*base, old]).bundle(), TIE_AS_OF).decision
+    assert after.notes == before.notes
