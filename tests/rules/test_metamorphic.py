@@ -980,33 +980,147 @@ def adherence(d: Decision) -> tuple[bool, tuple[str, ...]]:
     return "review-adherence" in d.task_codes, flagged
 
 
+EXPECTED = {  # §2: the drug, its request codes, its expected analytes (config drug_groups)
+    "buprenorphine": (("1010604", "351265"), ("buprenorphine",)),
+    "methadone": (("864706", "991147"), ("methadone", "eddp")),
+}
+
+
+@dataclass
+class OnMoud:
+    """A generated patient on buprenorphine or methadone (with an OUD diagnosis, so methadone is
+    MOUD), the drug's own chain started at `start`, screens for its analytes around the start."""
+
+    case: Case
+    drug: str
+    start: datetime
+
+
 @st.composite
-def other_drug_history(draw: Callable[..., Any]) -> tuple[Case, dict[str, Any]]:
-    """A patient and a past naltrexone request (completed or stopped, no reasonCode) to add:
-    another MOUD drug, so it may change the episode's start, not a drug's own chain."""
+def on_moud(draw: Callable[..., Any]) -> OnMoud:
     case = build_case(draw, EVALUATOR)
     d = Draw(draw, case.as_of, EVALUATOR.config.pathway)
+    drug = d.pick(tuple(EXPECTED))
+    codes, analytes = EXPECTED[drug]
+    case.resources.append(condition("F11.20", ICD10, status="active", recorded="2020-01-01"))
+    start = case.as_of - timedelta(days=d.int(0, 40), seconds=d.int(0, 86399))
+    chain = [start]
+    for _ in range(d.int(0, 2)):  # the drug's own earlier requests (<= 30 days apart or not)
+        chain.append(chain[-1] - timedelta(days=d.int(1, 40)))
+    for i, t in enumerate(chain):
+        status = "active" if i == 0 else d.pick(("completed", "stopped"))
+        case.resources.append(med(d.pick(codes), status, fhir_text(t, d.pick(("instant", "date")))))
+    first = min(chain)
+    for _ in range(d.int(0, 4)):  # screens around the start, some the same instant
+        t = min(case.as_of, first + timedelta(hours=d.int(-10 * 24, 45 * 24)))
+        meaning = d.pick(("negative", "negative", "positive", "unknown"))
+        case.resources.append(screen(d, case, d.pick(analytes), meaning, instant(t)))
+    return OnMoud(case, drug, first)
+
+
+def adherence_of(case: Case, resources: list[dict[str, Any]]) -> tuple[bool, tuple[str, ...]]:
+    return adherence(EVALUATOR.evaluate(case.bundle(resources), case.as_of).decision)
+
+
+@st.composite
+def other_drug_history(draw: Callable[..., Any]) -> tuple[OnMoud, dict[str, Any]]:
+    """A patient on buprenorphine or methadone and a past naltrexone request (completed or
+    stopped, no reasonCode) to add, often within 30 days before the drug's own chain: another
+    MOUD drug, so it may move the episode's start, never the drug's own chain."""
+    p = draw(on_moud())
+    d = Draw(draw, p.case.as_of, EVALUATOR.config.pathway)
+    t = p.start - timedelta(days=d.int(0, 45), seconds=d.int(0, 86399))
     added = med(
         DRUGS[d.pick(("naltrexone-tab", "naltrexone-xr"))],
         d.pick(("completed", "stopped")),
-        d.when(),
+        fhir_text(t, d.pick(("instant", "date"))),
     )
-    return case, added
+    return p, added
 
 
 @profile(100)
 @given(other_drug_history())
 def test_another_moud_drug_never_changes_the_adherence_review(
-    generated: tuple[Case, dict[str, Any]],
+    generated: tuple[OnMoud, dict[str, Any]],
 ) -> None:
     """§8: 'expected MOUD analyte missing' counts the days on a drug from that drug's own chain
     and reads only screens since then: a past request for another MOUD drug changes neither."""
-    case, added = generated
-    before = EVALUATOR.evaluate(case.bundle(), case.as_of).decision
-    after = EVALUATOR.evaluate(case.bundle([*case.resources, added]), case.as_of).decision
-    assert adherence(after) == adherence(before), (
-        f"adding {orjson.dumps(added).decode()}: {adherence(before)} -> {adherence(after)}"
+    p, added = generated
+    before = adherence_of(p.case, p.case.resources)
+    after = adherence_of(p.case, [*p.case.resources, added])
+    assert after == before, f"adding {orjson.dumps(added).decode()}: {before} -> {after}"
+
+
+@st.composite
+def screen_before_start(draw: Callable[..., Any]) -> tuple[OnMoud, dict[str, Any]]:
+    """A patient on buprenorphine or methadone and a screen for the drug's analyte taken a day
+    or more before any request for the drug (so before its chain start), any result."""
+    p = draw(on_moud())
+    d = Draw(draw, p.case.as_of, EVALUATOR.config.pathway)
+    codes, analytes = EXPECTED[p.drug]
+    earliest = min(
+        earliest_day(r["authoredOn"])
+        for r in p.case.resources
+        if r["resourceType"] == "MedicationRequest" and _code(r) in codes and r.get("authoredOn")
     )
+    t = datetime.combine(earliest, datetime.min.time(), UTC) - timedelta(
+        days=d.int(1, 60), seconds=d.int(1, 86399)
+    )
+    meaning = d.pick(("negative", "positive", "unknown"))
+    form = d.pick(("instant", "date", "offset", "offset-east"))  # not a month: it may reach
+    return p, screen(d, p.case, d.pick(analytes), meaning, fhir_text(t, form))  # the start
+
+
+@profile(75)
+@given(screen_before_start())
+def test_a_screen_before_the_drug_started_never_changes_the_adherence_review(
+    generated: tuple[OnMoud, dict[str, Any]],
+) -> None:
+    """§8: 'a screen from before the drug was prescribed says nothing about adherence'."""
+    p, added = generated
+    before = adherence_of(p.case, p.case.resources)
+    after = adherence_of(p.case, [*p.case.resources, added])
+    assert after == before, f"adding {orjson.dumps(added).decode()}: {before} -> {after}"
+
+
+@st.composite
+def positive_beside_negative(draw: Callable[..., Any]) -> tuple[OnMoud, list[dict[str, Any]]]:
+    """A patient on buprenorphine or methadone whose latest screens for the drug's analytes are
+    a negative and a positive taken at one instant (on or after the start; the patient's own
+    screens for those analytes that could be later are dropped), in either order."""
+    p = draw(on_moud())
+    d = Draw(draw, p.case.as_of, EVALUATOR.config.pathway)
+    _codes, analytes = EXPECTED[p.drug]
+    span = max(0, int((p.case.as_of - p.start).total_seconds()))
+    t = p.case.as_of - timedelta(seconds=d.int(0, span))
+    wanted = {c for a in analytes for c in UDS_CODES[a]}
+    p.case.resources = [
+        r
+        for r in p.case.resources
+        if not (
+            r["resourceType"] == "Observation"
+            and _code(r) in wanted
+            and (not r.get("effectiveDateTime") or latest_instant(r["effectiveDateTime"]) >= t)
+        )
+    ]
+    pair = [
+        screen(d, p.case, d.pick(analytes), "negative", instant(t)),
+        screen(d, p.case, d.pick(analytes), "positive", instant(t)),
+    ]
+    return p, pair if d.int(0, 1) else pair[::-1]
+
+
+@profile(75)
+@given(positive_beside_negative())
+def test_a_positive_at_the_latest_instant_is_never_a_missing_analyte(
+    generated: tuple[OnMoud, list[dict[str, Any]]],
+) -> None:
+    """§8: the latest screen is by effective instant, and results at the same instant with any
+    positive are not negative: this drug is not flagged, whichever order the pair comes in."""
+    p, pair = generated
+    decision = EVALUATOR.evaluate(p.case.bundle([*p.case.resources, *pair]), p.case.as_of)
+    flagged = adherence(decision.decision)[1]
+    assert not any(p.drug in summary for summary in flagged), flagged
 
 
 @profile(50)
