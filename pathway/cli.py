@@ -1,9 +1,10 @@
-"""`pathway serve | evaluate | sync | seed`: the command line."""
+"""`pathway serve | evaluate | rules | sync | seed | outbox | db`: the command line."""
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import logging
 import os
 import shutil
 import sys
@@ -58,24 +59,26 @@ def summary(ev: Evaluation, action_display: dict[str, str]) -> str:
     lines = [
         f"Patient/{d.patient_id} as of {d.as_of.isoformat().replace('+00:00', 'Z')}",
         f"Phase: {d.phase} - {PHASE_TITLES[d.phase]}" + (f" [{', '.join(flags)}]" if flags else ""),
-        "Why: " + " ".join(d.phase_reasons),
+        "Why: " + " ".join(d.phase_reasons) + f" [{d.phase_rule}]",
     ]
     if d.phase != "not-applicable":
         lines.append("")
         lines.append("Medication options:")
         for m in d.medications:
             lines.append(f"  {m.medication:<14} {STATUS_WORDS[m.status]}")
-            for r in m.reasons:
-                lines.append(f"      - {r}")
+            for r, rule in zip(m.reasons, m.rules, strict=False):
+                lines.append(f"      - {r} [{rule}]")
         if d.flags:
             lines.append("")
             lines.append("Safety:")
             for f in d.flags:
-                lines.append(f"  [{f.indicator}] {f.summary}: {f.detail}")
+                lines.append(f"  [{f.indicator}] {f.summary}: {f.detail} [{f.rule}]")
         lines.append("")
         lines.append("Tasks:")
         for t in d.tasks:
-            lines.append(f"  {t.code:<26} due {t.due.isoformat()} ({t.priority}): {t.reason}")
+            lines.append(
+                f"  {t.code:<26} due {t.due.isoformat()} ({t.priority}): {t.reason} [{t.rule}]"
+            )
     notes = [*d.notes, *ev.notes]
     if notes:
         lines.append("")
@@ -86,12 +89,48 @@ def summary(ev: Evaluation, action_display: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def decision_json(ev: Evaluation) -> dict[str, Any]:
+    """The decision for machines, every reason with the id of its rule."""
+    d = ev.decision
+    return {
+        "patient": d.patient_id,
+        "asOf": d.as_of.isoformat().replace("+00:00", "Z"),
+        "phase": d.phase,
+        "phaseRule": d.phase_rule,
+        "phaseReasons": list(d.phase_reasons),
+        "returnToUse": d.return_to_use,
+        "suspectedOud": d.suspected_oud,
+        "medications": [
+            {
+                "medication": m.medication,
+                "status": m.status,
+                "reasons": list(m.reasons),
+                "rules": list(m.rules),
+                "evidence": list(m.evidence),
+            }
+            for m in d.medications
+        ],
+        "flags": [
+            {"code": f.code, "indicator": f.indicator, "summary": f.summary, "rule": f.rule}
+            for f in d.flags
+        ],
+        "tasks": [
+            {"code": t.code, "due": t.due.isoformat(), "priority": t.priority, "rule": t.rule}
+            for t in d.tasks
+        ],
+        "rulesFired": list(d.rules_fired),
+        "notes": [*d.notes, *ev.notes],
+    }
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     config = load_config(settings.config_dir, settings.profiles_dir)
     evaluator = Evaluator(config)
     data, file_as_of = _read_input(args.file)
     as_of = _as_of(args.as_of, file_as_of)
+    if args.explain:
+        return _explain(config, data, as_of, args)
     try:
         ev = evaluator.evaluate(data, as_of, patient_id=args.patient)
     except NoPatientError as e:
@@ -101,8 +140,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sys.stdout.write(
             orjson.dumps(evaluator.apply_bundle(ev), option=orjson.OPT_INDENT_2).decode() + "\n"
         )
+    elif args.format == "json":
+        sys.stdout.write(
+            orjson.dumps(decision_json(ev), option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
     else:
         print(summary(ev, evaluator.writer.action_display))
+    return 0
+
+
+def _explain(config: Any, data: Any, as_of: datetime, args: argparse.Namespace) -> int:
+    from pathway import explain
+
+    try:
+        e = explain.explain(config, data, as_of, patient_id=args.patient)
+    except NoPatientError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(e.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(explain.as_text(e))
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from pathway import rulebook
+
+    settings = Settings.from_env()
+    load_config(settings.config_dir, settings.profiles_dir)  # the same checks as at start
+    raw = rulebook.load_raw(settings.config_dir)
+    if args.format == "json":
+        sys.stdout.write(
+            orjson.dumps(rulebook.as_json(raw), option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
+    elif args.format == "markdown":
+        sys.stdout.write(rulebook.as_markdown(raw))
+    else:
+        print(rulebook.as_text(raw))
     return 0
 
 
@@ -133,7 +208,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     outcome = svc.writeback.write_now(base, svc.desired_state(ev))
     if not outcome.ok:
         print(
-            f"\nerror: write-back failed and stays in the outbox: {outcome.error}", file=sys.stderr
+            f"\nerror: write-back failed (outbox entry {outcome.entry_id}): {outcome.error}; "
+            "see `pathway outbox list`",
+            file=sys.stderr,
         )
         return 1
     assert outcome.result is not None
@@ -188,15 +265,156 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store() -> Any:
+    from pathway.store.db import Store
+
+    return Store(Settings.from_env().database_url)
+
+
+def _when(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # SQLite gives back naive UTC times
+        return value.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return str(value)
+
+
+def outbox_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """An outbox row as CONTRACT.md §4 shows it (no patient data: the body is not shown)."""
+    status = "pending" if row["status"] == "working" else str(row["status"])
+    last_error = None
+    if row.get("error_interaction") or row.get("last_error"):
+        last_error = {
+            "httpStatus": row.get("error_status"),
+            "interaction": row.get("error_interaction") or "write-back",
+            "issueCode": row.get("error_code"),
+            "diagnostics": row.get("last_error") or "",
+        }
+    return {
+        "id": int(row["id"]),
+        "status": status,
+        "attempts": int(row["attempts"]),
+        "lastError": last_error,
+        "target": row["target"],
+        "running": row["status"] == "working",
+        "createdAt": _when(row.get("created_at")),
+        "updatedAt": _when(row.get("updated_at")),
+        "nextAttemptAt": _when(row.get("next_attempt_at")) if status == "pending" else None,
+    }
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    store = _store()
+    if args.action == "list":
+        entries = [outbox_entry(r) for r in store.outbox_list(args.status)]
+        if args.format == "json":
+            sys.stdout.write(orjson.dumps(entries, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return 0
+        if not entries:
+            print("the outbox is empty" + (f" ({args.status})" if args.status else ""))
+            return 0
+        print(f"{'id':>6}  {'status':<8} {'attempts':>8}  {'updated':<20}  last error")
+        for e in entries:
+            err = e["lastError"]
+            why = (
+                f"{err['httpStatus'] or 'no answer'} {err['interaction']}"
+                f" [{err['issueCode'] or '-'}] {err['diagnostics']}"
+                if err
+                else ""
+            )
+            status = e["status"] + ("*" if e["running"] else "")
+            print(
+                f"{e['id']:>6}  {status:<8} {e['attempts']:>8}  {e['updatedAt'] or '':<20}  {why}"
+            )
+        if any(e["running"] for e in entries):
+            print("* being written now")
+        return 0
+    if args.action == "retry":
+        if args.dead == (args.id is not None):
+            print("error: give an entry id or --dead", file=sys.stderr)
+            return 2
+        ids = store.outbox_requeue(args.id, dead=args.dead)
+        if not ids:
+            print("nothing to retry (no such pending or dead entry)", file=sys.stderr)
+            return 1
+        print(
+            f"requeued {len(ids)} entr{'y' if len(ids) == 1 else 'ies'}: {', '.join(map(str, ids))}"
+        )
+        print("the running service writes them within seconds (or run `pathway sync`)")
+        return 0
+    if not store.outbox_discard(args.id):
+        print(f"error: no entry {args.id} that can be discarded (running now?)", file=sys.stderr)
+        return 1
+    print(f"discarded entry {args.id}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from pathway.store.db import StoreError
+
+    try:
+        before, after = _upgrade(Settings.from_env().database_url)
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if before == after:
+        print(f"the store is at revision {after}: nothing to do")
+    else:
+        print(f"the store was upgraded from revision {before or 'none (empty)'} to {after}")
+    return 0
+
+
+def _upgrade(url: str) -> tuple[str | None, str]:
+    """Migrate the store at `url` to the newest schema (the only place tables are made)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pathway.store import schema
+    from pathway.store.db import StoreError, open_engine
+
+    engine, sqlite_path = open_engine(url)
+    try:
+        return schema.upgrade(engine, sqlite_path)
+    except (SQLAlchemyError, OSError) as e:
+        raise StoreError(f"the store could not be upgraded: {type(e).__name__}: {e}") from e
+    finally:
+        engine.dispose()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from pathway.store import db
+
     settings = Settings.from_env()
+    # The schema is brought up to date here, once, before any worker starts: workers only
+    # check it (two workers creating tables at once on a fresh file made one fail to boot).
+    from pathway.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    log = logging.getLogger("pathway.store")
+    try:
+        before, after = _upgrade(settings.database_url)
+    except db.StoreError as e:
+        log.error("the store could not be migrated: %s", e)
+        return 1
+    if before != after:
+        log.info("store schema upgraded from %s to %s", before or "none (empty)", after)
+    db.AUTO_MIGRATE = False  # the forked workers inherit this
     # Metrics of all workers, added up by /metrics (a fresh directory per start).
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="pathway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        atexit.register(shutil.rmtree, metrics_dir, True)
+        master = os.getpid()
+
+        def _remove_metrics() -> None:
+            # Forked workers inherit this handler: only the master removes the directory (a
+            # worker that exited used to take every other worker's metrics with it).
+            if os.getpid() == master:
+                shutil.rmtree(metrics_dir, True)
+
+        atexit.register(_remove_metrics)
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
@@ -293,8 +511,25 @@ def main(argv: list[str] | None = None) -> int:
         help="evaluation time, e.g. 2025-06-15T12:00:00Z (default: now, or the scenario's asOf)",
     )
     ev.add_argument("--patient", help="patient id when the Bundle holds several")
-    ev.add_argument("--format", choices=("text", "fhir"), default="text")
+    ev.add_argument(
+        "--explain",
+        action="store_true",
+        help="show which resources were read as which facts, which were ignored and why, and "
+        "which rules fired",
+    )
+    ev.add_argument(
+        "--format",
+        choices=("text", "fhir", "json"),
+        default="text",
+        help="text (default); fhir: the $apply Bundle; json: the --explain report as JSON",
+    )
     ev.set_defaults(func=cmd_evaluate)
+
+    rules = sub.add_parser(
+        "rules", help="print the rule catalogue (id, section, source, config keys and values)"
+    )
+    rules.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    rules.set_defaults(func=cmd_rules)
 
     sync = sub.add_parser("sync", help="read a patient from a FHIR server, evaluate, write back")
     sync.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")
@@ -307,6 +542,23 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--fhir-base", required=True)
     seed.add_argument("files", nargs="+", help="Bundles or resources (JSON)")
     seed.set_defaults(func=cmd_seed)
+
+    outbox = sub.add_parser("outbox", help="the write-back outbox: list, retry, discard")
+    osub = outbox.add_subparsers(dest="action", required=True)
+    olist = osub.add_parser("list", help="entries, newest first")
+    olist.add_argument("--status", choices=("pending", "done", "dead"))
+    olist.add_argument("--format", choices=("text", "json"), default="text")
+    oretry = osub.add_parser("retry", help="run an entry (or every dead one) again now")
+    oretry.add_argument("id", nargs="?", type=int)
+    oretry.add_argument("--dead", action="store_true", help="every dead entry")
+    odiscard = osub.add_parser("discard", help="drop an entry (it will not be written)")
+    odiscard.add_argument("id", type=int)
+    outbox.set_defaults(func=cmd_outbox)
+
+    dbp = sub.add_parser("db", help="the store's schema")
+    dsub = dbp.add_subparsers(dest="action", required=True)
+    dsub.add_parser("upgrade", help="migrate the store to this release's schema")
+    dbp.set_defaults(func=cmd_db)
 
     args = parser.parse_args(argv)
     try:

@@ -1,31 +1,53 @@
-"""CDS Hooks endpoints (CONTRACT.md §1): discovery, the two services, feedback."""
+"""CDS Hooks endpoints (CONTRACT.md §1): discovery, the services, feedback.
+
+One service per hook, each id listed once in discovery (CDS Hooks 2.0 clients key services by
+id): `oud-pathway` (patient-view), `oud-order-select`, `oud-order-sign`. The unlisted alias
+`oud-order-safety` (both order hooks under one id, as before) answers whichever order hook the
+request names, for EHRs configured with it. A request whose `hook` is not one its service
+answers is a 400 naming the service that does.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g
+from flask.blueprints import BlueprintSetupState
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from pathway.api.auth import require_caller
 from pathway.api.errors import ApiError
 from pathway.api.jsonio import json_response, read_json_body
-from pathway.api.observability import REQUEST_ID
+from pathway.api.observability import CDS_ROUTES, REQUEST_ID
 from pathway.api.schemas import load_or_400
-from pathway.evaluation import evidence_dates
+from pathway.cards import smart_app_link
+from pathway.config import service_routes
 from pathway.fhir.bundle import FHIR_ID, flatten
-from pathway.fhir.prefetch import resolve
-from pathway.fhir.writeback import ours_in
 from pathway.service import Service
+from pathway.workflow import HookCall
 
 log = logging.getLogger("pathway.cds")
 bp = Blueprint("cds", __name__)
 
-SERVICE_HOOKS = {
-    "oud-pathway": ("patient-view",),
-    "oud-order-safety": ("order-select", "order-sign"),
-}
+
+class Routes:
+    """What /cds-services serves, worked out once when the blueprint is registered."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        # id (listed or alias) -> hook -> prefetch templates
+        self.hooks: dict[str, dict[str, dict[str, str]]] = service_routes(doc)
+        # hook -> the listed service that answers it (named in the error for a wrong hook)
+        self.listed = {s["hook"]: s["id"] for s in doc["services"]}
+        self.discovery = orjson.dumps(
+            {"services": [{k: v for k, v in s.items() if k[0] != "_"} for s in doc["services"]]}
+        )
+
+
+def routes(app: Flask) -> Routes:
+    r: Routes = app.extensions[CDS_ROUTES]
+    return r
 
 
 class FhirAuthorizationSchema(Schema):
@@ -105,13 +127,34 @@ def _service() -> Service:
     return svc
 
 
+@bp.record_once
+def _build_routes(state: BlueprintSetupState) -> None:
+    svc: Service = state.app.extensions["pathway"]
+    state.app.extensions[CDS_ROUTES] = Routes(svc.config.services)
+
+
 @bp.get("/cds-services")
 def discovery() -> Response:
-    services = [
-        {k: v for k, v in s.items() if not k.startswith("_")}
-        for s in _service().config.services["services"]
-    ]
-    return json_response({"services": services})
+    return Response(routes(current_app).discovery, mimetype="application/json")
+
+
+def _wrong_hook(
+    service_id: str, answers: dict[str, Any], hook: str, listed: dict[str, str]
+) -> ApiError:
+    hook = hook[:40]
+    which = " and ".join(answers)
+    right = listed.get(hook)
+    where = (
+        f"; for {hook} call /cds-services/{right}"
+        if right
+        else f"; this server answers {', '.join(listed)} (GET /cds-services)"
+    )
+    return ApiError(
+        400,
+        f"Service {service_id} answers the {which} hook, not '{hook}'{where}.",
+        "not-supported",
+        expression=["hook"],
+    )
 
 
 def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -153,88 +196,37 @@ def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, An
 @bp.post("/cds-services/<service_id>")
 @require_caller
 def call(service_id: str) -> Response:
-    if service_id not in SERVICE_HOOKS:
+    r = routes(current_app)
+    answers = r.hooks.get(service_id)
+    if answers is None:
         raise ApiError(404, f"No CDS service '{service_id[:60]}' here.", "not-found")
     req = load_or_400(_hook_schema, read_json_body(), "CDS Hooks request")
     hook = req["hook"]
     instance = str(req["hookInstance"])
     if REQUEST_ID.match(instance):
         g.request_id = instance  # log lines of this call carry the hook instance
-    if hook not in SERVICE_HOOKS[service_id]:
-        answers = " and ".join(SERVICE_HOOKS[service_id])
-        raise ApiError(
-            400, f"Service {service_id} answers {answers}, not '{hook[:40]}'.", expression=["hook"]
-        )
+    if hook not in answers:
+        raise _wrong_hook(service_id, answers, hook, r.listed)
     patient_id, drafts = _context(hook, req["context"])
     svc = _service()
-    fhir_server = req.get("fhirServer")
-    fetch = None
-    if fhir_server:
-        if not svc.settings.fhir_server_allowed(fhir_server):
-            log.warning("fhirServer not on the allow-list: refused")
-            raise ApiError(
-                403,
-                "fhirServer is not on this service's allow-list (PATHWAY_FHIR_ALLOWLIST).",
-                "forbidden",
-                expression=["fhirServer"],
-            )
-        auth = req.get("fhirAuthorization") or {}
-        # The hook has a time budget: short timeout, one retry, then 412.
-        client = svc.fhir_client(fhir_server, auth.get("access_token"), hook=True)
-        fetch = client.query
-    templates = next(
-        s["prefetch"]
-        for s in svc.config.services["services"]
-        if s["id"] == service_id and s["hook"] == hook
-    )
-    prefetch = req.get("prefetch")
-    resolved = resolve(
-        prefetch if isinstance(prefetch, dict) else None,
-        templates,
-        {**req["context"], "patientId": patient_id},
-        fetch,
-    )
-    if resolved.missing:
-        why = (
-            "and no fhirServer was given"
-            if fetch is None
-            else "and the FHIR server could not supply it"
+    app_link = None
+    if hook == "patient-view" and svc.settings.smart_app_client_id:
+        # the clinician's app, opened on this evaluation (CONTRACT §6): the card's first link
+        app_link = smart_app_link(svc.settings.base_url, instance, svc.clock().isoformat())
+    answer = svc.workflow.hook(
+        HookCall(
+            r.listed[hook],  # an alias answers as the listed service of the request's hook
+            hook,
+            patient_id,
+            req["context"],
+            req.get("prefetch") if isinstance(req.get("prefetch"), dict) else None,
+            drafts,
+            req.get("fhirServer"),
+            (req.get("fhirAuthorization") or {}).get("access_token"),
+            app_link,
         )
-        raise ApiError(
-            412,
-            f"Needed data is missing: prefetch lacks {', '.join(resolved.missing)} {why}.",
-            "not-found",
-            expression=[f"prefetch.{k}" for k in resolved.missing],
-        )
-    evaluation = svc.evaluator.evaluate(
-        resolved.data, svc.clock(), patient_id=patient_id, drafts=drafts, strict_subject=False
     )
-    decision = evaluation.decision
-    notes = [*resolved.notes, *evaluation.notes]
-    system_actions: list[Any] = []
-    if hook == "patient-view":
-        card = svc.cards.pathway_card(
-            decision, notes, evidence_dates(evaluation.reading.facts, decision.evidence)
-        )
-        cards = [card] if card is not None else []
-        token = (req.get("fhirAuthorization") or {}).get("access_token")
-        existing = None
-        if svc.settings.writeback == "direct" and {"carePlans", "tasks"} <= resolved.known:
-            # The request says what plan and tasks of ours the EHR holds: compare locally.
-            existing = ours_in(
-                [r for r, _ in flatten(resolved.data).resources],
-                patient_id,
-                svc.config.pathway.canonical,
-            )
-        # Outside the pathway there is something to write only if a plan of ours is active.
-        if decision.phase != "not-applicable" or (
-            existing is None or (existing[0] or {}).get("status") == "active"
-        ):
-            system_actions = svc.after_hook(evaluation, fhir_server, token, existing)
-    else:
-        cards = svc.cards.order_cards(decision)
-    svc.record_decision(decision, hook)
-    svc.metrics_decision(service_id, decision.phase)
+    cards, system_actions = answer.cards, answer.system_actions
     body: dict[str, Any] = {"cards": cards}
     if system_actions:
         body["systemActions"] = system_actions
@@ -244,7 +236,7 @@ def call(service_id: str) -> Response:
 @bp.post("/cds-services/<service_id>/feedback")
 @require_caller
 def feedback(service_id: str) -> Response:
-    if service_id not in SERVICE_HOOKS:
+    if service_id not in routes(current_app).hooks:
         raise ApiError(404, f"No CDS service '{service_id[:60]}' here.", "not-found")
     body = load_or_400(_feedback_schema, read_json_body(), "Feedback")
     svc = _service()

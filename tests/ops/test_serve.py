@@ -96,3 +96,29 @@ def test_metrics_add_up_every_worker(tmp_path: Path) -> None:
             text = requests.get(f"{served.base}/metrics", timeout=5).text
             line = next(ln for ln in text.splitlines() if ln.startswith("pathway_decisions_total{"))
             assert line.endswith(" 20.0"), line
+
+
+def test_four_workers_on_a_fresh_store_come_up_on_a_busy_machine(tmp_path: Path) -> None:
+    """The store is migrated once, before the workers start: four workers booting at once on a
+    fresh SQLite file all come up (two creating tables at once made one fail, and gunicorn stop
+    the service). `scripts/serve_starts.py` does this 20 times and prints the figure."""
+    import multiprocessing
+
+    sys.path.insert(0, str(EXAMPLES.parent / "scripts"))
+    import serve_starts
+
+    stop_at = time.time() + 120
+    spinners = [
+        multiprocessing.Process(target=serve_starts._spin, args=(stop_at,), daemon=True)
+        for _ in range(2)
+    ]
+    for p in spinners:
+        p.start()
+    try:
+        for _ in range(2):
+            up, _seconds, tail = serve_starts.start_once(workers=4)
+            assert up, tail
+    finally:
+        for p in spinners:
+            p.terminate()
+            p.join()

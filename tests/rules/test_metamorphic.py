@@ -20,8 +20,8 @@ and: the same data evaluated twice gives the same decision (and the data is not 
 the CDS hook and `$apply` say what the Evaluator says.
 
 Defects the properties found are pinned at the end of the file by minimal, deterministic tests
-marked strict xfail, and left out of the properties by narrow, named exclusions (so CI stays
-green and still checks everything else); a fix turns its xfail red: then remove both.
+(while a defect stands: strict xfail, and a narrow, named exclusion in the property so CI stays
+green; a fix turns the xfail red, then both come off).
 
 The generated patients are realistic FHIR: OUD Conditions of many codes, statuses and dates;
 DSM-5 counts, COWS, last-use observations with and without a type; drug screens of every analyte
@@ -41,7 +41,6 @@ and as_of; `print_blob` lets hypothesis replay it (@reproduce_failure).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -720,16 +719,8 @@ def test_a_resource_older_than_every_window_changes_nothing(
     generated: tuple[Case, str, dict[str, Any]],
 ) -> None:
     case, kind, old = generated
-    if kind == "last-use" and any(
-        _code(r) == "last-opioid-use" and "valueDateTime" not in r for r in case.resources
-    ):
-        return  # a known defect: test_an_old_dated_last_use_does_not_hide_an_undated_one
     before = EVALUATOR.evaluate(case.bundle(), case.as_of).decision
     after = EVALUATOR.evaluate(case.bundle([*case.resources, old]), case.as_of).decision
-    if kind == "last-use":
-        # A known defect: the note "counted as long-acting" follows the latest use even when it
-        # counted for nothing (test_an_old_untyped_last_use_adds_no_note): notes left out here.
-        before, after = (dataclasses.replace(x, notes=()) for x in (before, after))
     assert canonical(after) == canonical(before), (
         f"adding an old {kind} ({orjson.dumps(old).decode()}) changed: {diff(before, after)}"
     )
@@ -757,65 +748,18 @@ def _code(r: dict[str, Any]) -> str:
     return str(codings[0].get("code"))
 
 
-def _dates(r: dict[str, Any]) -> list[str]:
-    """The dates the rules order by: effective (and a last use's valueDateTime), authoredOn,
-    recordedDate / onset. A missing one is '' (undated entries tie too)."""
-    if r["resourceType"] == "Observation":
-        return [r.get("effectiveDateTime", ""), r.get("valueDateTime", "")]
-    if r["resourceType"] == "MedicationRequest":
-        return [r.get("authoredOn", "")]
-    if r["resourceType"] == "Condition":
-        return [r.get("recordedDate") or r.get("onsetDateTime") or ""]
-    return []
-
-
-def has_date_ties(resources: list[dict[str, Any]]) -> bool:
-    """Two resources of one type and code with the same date (two requests for one drug authored
-    the same day, two results of one test at one instant, two undated last uses)."""
-    seen: set[tuple[str, str, str]] = set()
-    for r in resources:
-        for when in _dates(r):
-            key = (r["resourceType"], _code(r), when)
-            if key in seen:
-                return True
-            seen.add(key)
-    return False
-
-
-BUP_FOR_OUD = ("1010604", "351265")
-MOUD_CODES = tuple(DRUGS[n] for n in MOUD_DRUGS)
-
-
-def cites_by_order(resources: list[dict[str, Any]]) -> bool:
-    """Two requests that may be cited as OUD evidence (buprenorphine for OUD, or MOUD with an
-    OUD reasonCode): which one is cited depends on order (a known defect)."""
-    requests = [r for r in resources if r["resourceType"] == "MedicationRequest"]
-    bup = [r for r in requests if _code(r) in BUP_FOR_OUD]
-    reasoned = [r for r in requests if _code(r) in MOUD_CODES and r.get("reasonCode")]
-    return len(bup) > 1 or len(reasoned) > 1
-
-
-def has_result_ties(resources: list[dict[str, Any]]) -> bool:
-    """Two Observations of one code at the same time span (or both undated)."""
-    return has_date_ties([r for r in resources if r["resourceType"] == "Observation"])
-
-
 @profile(100)
 @given(patients(EVALUATOR), st.randoms(use_true_random=False))
 def test_bundle_order_changes_nothing(case: Case, rnd: Any) -> None:
-    """Shuffled entries: the same decision, reasons and evidence included. Two known defects are
-    left out here and pinned by strict xfail tests below (remove these exclusions with them):
-    results of one test at one instant decide by bundle order
-    (test_results_at_the_same_instant_decide_the_same_in_any_order), and which of two requests
-    is cited depends on order (test_the_cited_request_does_not_depend_on_bundle_order)."""
+    """Shuffled entries: the same decision, reasons and evidence included, ties too (results of
+    one test at one instant: the worse counts; requests authored the same day: cited by
+    reference order)."""
     shuffled = list(case.resources)
     rnd.shuffle(shuffled)
     before = EVALUATOR.evaluate(case.bundle(), case.as_of).decision
     after = EVALUATOR.evaluate(case.bundle(shuffled), case.as_of).decision
-    if not has_result_ties(case.resources):
-        assert clinical(after) == clinical(before), diff(before, after)
-    if not has_date_ties(case.resources) and not cites_by_order(case.resources):
-        assert canonical(after) == canonical(before), diff(before, after)
+    assert clinical(after) == clinical(before), diff(before, after)
+    assert canonical(after) == canonical(before), diff(before, after)
 
 
 def _more_risk(draw: Callable[..., Any], case: Case, what: str) -> dict[str, Any]:
@@ -1290,8 +1234,7 @@ def test_own_date_helpers() -> None:
 
 
 # ------------------------------------------------------------------ defects the properties found
-# Minimal patients, deterministic. Strict xfail: when the rule is fixed the test passes, the
-# suite turns red, and the mark (and the matching exclusion in the property above) comes off.
+# Minimal patients, deterministic (each was a strict xfail until the rule was fixed).
 
 TIE_AS_OF = datetime(2024, 11, 20, 16, 45, tzinfo=UTC)
 TIE_AT = "2024-11-20T10:00:00Z"
@@ -1342,13 +1285,6 @@ TIES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: of two results of one test at the same instant (or on the same date), the "
-    "'latest' is whichever comes first in the bundle, so the status flips with entry order "
-    "(methadone contraindicated or suitable for QTc 520 and 420 taken together); spec silent on "
-    "ties: the conservative reading is the worse result",
-)
 @pytest.mark.parametrize("tie", sorted(TIES))
 def test_results_at_the_same_instant_decide_the_same_in_any_order(tie: str) -> None:
     name, first, second, rest = TIES[tie]
@@ -1374,13 +1310,6 @@ CITED_BY_ORDER = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (traceability): which request is cited depends on bundle order: of two "
-    "active requests for one drug authored the same day, and for OUD evidence the first "
-    "qualifying buprenorphine (or OUD-reason MOUD) request in the bundle, not the newest; the "
-    "option's evidence, the decision's evidence and the flags' evidence change with entry order",
-)
 @pytest.mark.parametrize("case", sorted(CITED_BY_ORDER))
 def test_the_cited_request_does_not_depend_on_bundle_order(case: str) -> None:
     x, y = CITED_BY_ORDER[case]
@@ -1389,12 +1318,6 @@ def test_the_cited_request_does_not_depend_on_bundle_order(case: str) -> None:
     assert canonical(one) == canonical(other), diff(one, other)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a last-use observation without a date (timing unknown: buprenorphine "
-    "not-yet) is hidden by any dated last use, however old: adding a 2023 last use makes "
-    "buprenorphine suitable (unknown is not 'long ago')",
-)
 def test_an_old_dated_last_use_does_not_hide_an_undated_one() -> None:
     undated = last_use("", "long-acting", when="2024-11-20T16:00:00Z")
     del undated["valueDateTime"]
@@ -1406,11 +1329,6 @@ def test_an_old_dated_last_use_does_not_hide_an_undated_one() -> None:
     assert after.status_of("buprenorphine") == "not-yet"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (minor, wording): a last use with no type, older than every window, still adds "
-    "the note 'Last opioid use has no type: counted as long-acting', though it counted for nothing",
-)
 def test_an_old_untyped_last_use_adds_no_note() -> None:
     old = last_use("2024-11-01T00:00:00Z", None, when="2024-11-01T00:00:00Z")
     base = [patient(), _oud()]
