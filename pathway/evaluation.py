@@ -16,8 +16,9 @@ from pathway.fhir.bundle import flatten
 from pathway.fhir.careplan import PlanWriter
 from pathway.fhir.facts import FactReader, Reading
 from pathway.rules import timing
+from pathway.rules.findings import Findings, find
 from pathway.rules.model import Decision, Facts, When
-from pathway.rules.pathway import evaluate
+from pathway.rules.pathway import decide
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class Evaluation:
     reading: Reading
     notes: list[str]  # what the request said about its data, then what the reader noticed
     evidence_dates: dict[str, str]  # date of each resource the decision cites
+    findings: Findings  # what the rules found in the facts (the population measures read it)
 
 
 def evidence_dates(facts: Facts, refs: tuple[str, ...] | None = None) -> dict[str, str]:
@@ -70,12 +72,16 @@ class Evaluator:
         """`notes`: what the caller knows about the data (e.g. a prefetch key it could not
         read), shown before the reader's own."""
         reading = self.reader.read(flatten(data), patient_id, drafts, strict_subject)
-        decision = evaluate(reading.facts, as_of, self.config.pathway)
+        if as_of.tzinfo is None:
+            raise ValueError("as_of must be timezone-aware")
+        findings = find(reading.facts, as_of, self.config.pathway)
+        decision = decide(findings, reading.facts, as_of, self.config.pathway)
         return Evaluation(
             decision,
             reading,
             [*(notes or []), *reading.notes],
             evidence_dates(reading.facts, decision.evidence),
+            findings,
         )
 
     def apply_bundle(self, ev: Evaluation) -> dict[str, Any]:

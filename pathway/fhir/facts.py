@@ -228,6 +228,9 @@ class FactReader:
         self.task_identifier = f"{canon}/task"
         self.aliases = {(a.system, a.code): a.means for a in config.aliases}
         self._classes: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._obs_classes: dict[
+            tuple[str, str], tuple[str | None, tuple[str, ...], tuple[str, ...]]
+        ] = {}
 
     # --- results
     def result_of(self, obs: dict[str, Any]) -> Result:
@@ -563,14 +566,9 @@ class FactReader:
         status = res.get("status")
         if isinstance(status, str) and status in IGNORED_OBSERVATION_STATUSES:
             return
-        codings = _codings(res.get("code"))
-        own = self._own_code(codings)
-        analytes: tuple[str, ...] = ()
-        kinds: tuple[str, ...] = ()
-        if own is None:
-            analytes, kinds = self._classify(self.t.groups(codings))
-            if not analytes and not kinds and not res.get("component"):
-                return  # not an observation the pathway uses: no need to read its dates
+        own, analytes, kinds = self._observation_class(_codings(res.get("code")))
+        if own is None and not analytes and not kinds and not res.get("component"):
+            return  # not an observation the pathway uses (as `may_read` says)
         ref = ref_of(res, url)
         when = _first_when(res.get("effectiveDateTime"), res.get("effectiveInstant"))
         if when is None:
@@ -597,6 +595,49 @@ class FactReader:
             for part in self._classify(self.t.groups(_codings(comp.get("code"))))[1]:
                 if part in ("sbp", "hr", "qtc"):
                     measurements.append(self._quantity(comp, ref, part, when))
+
+    def may_read(self, res: dict[str, Any]) -> bool:
+        """False when `read` would certainly make no fact and no note of this resource on its
+        own: a type the pathway does not read (Encounter, Claim, ...), or an Observation that is
+        cancelled / entered in error or has no code of any value set and no components (vitals
+        and labs no rule reads). A population run drops these after its first pass; the tests
+        prove it changes no answer (`_observation` returns on the same conditions). Resources
+        that others point at (Patient, Medication, Condition) are always kept."""
+        rtype = res.get("resourceType")
+        if rtype in REFERENCED_TYPES:
+            return True
+        if rtype not in READ_TYPES:
+            return False
+        if rtype != "Observation":
+            return True
+        status = res.get("status")
+        if isinstance(status, str) and status in IGNORED_OBSERVATION_STATUSES:
+            return False
+        own, analytes, kinds = self._observation_class(_codings(res.get("code")))
+        return own is not None or bool(analytes or kinds or res.get("component"))
+
+    def _observation_class(
+        self, codings: list[Any]
+    ) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+        """An Observation's code -> (our own code, drug-screen analytes, measurement kinds).
+        Memoised for the common one-coding code (a population reads millions of them)."""
+        key: tuple[str, str] | None = None
+        if len(codings) == 1:
+            c = codings[0]
+            if isinstance(c, dict):
+                system, code = c.get("system"), c.get("code")
+                if isinstance(system, str) and isinstance(code, str):
+                    key = (system, code)
+                    hit = self._obs_classes.get(key)
+                    if hit is not None:
+                        return hit
+        own = self._own_code(codings)
+        found: tuple[str | None, tuple[str, ...], tuple[str, ...]] = (
+            (own, (), ()) if own is not None else (None, *self._classify(self.t.groups(codings)))
+        )
+        if key is not None and len(self._obs_classes) < 100_000:
+            self._obs_classes[key] = found
+        return found
 
     def _quantity(self, res: dict[str, Any], ref: str, kind: str, when: When | None) -> Measurement:
         value: float | None = None

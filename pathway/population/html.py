@@ -245,6 +245,11 @@ def render(
     # --- data quality
     quality = [
         ("Resources read", tally.get("resources")),
+        # local engine: dropped after the first pass (FactReader.may_read); Spark reads on
+        (
+            "of them, resources no rule reads (vitals and labs outside every value set)",
+            tally.get("not-read"),
+        ),
         ("Medications indexed", tally.get("medications")),
         ("Unreadable lines", tally.get("unreadable")),
         ("Resources of patients not in the input", tally.get("orphan-resources")),

@@ -4,6 +4,8 @@ Never holds the population in memory:
 1. *partition*: every line is read once, its patient found, and the line appended to one of K
    bucket files by a stable hash of the patient id (K grows with the input, so a bucket stays
    near `bucket_bytes` whatever the population); Medications go to an SQLite index instead.
+   A resource the reader would make nothing of (`FactReader.may_read`: vitals and labs outside
+   every value set, Encounters, ...) is counted and left behind here: phase 2 never parses it.
 2. *evaluate*: one bucket at a time per worker: its lines grouped by patient in memory (one
    bucket's worth), each patient evaluated with `PatientJob` (the $apply code path), the
    Medications its requests reference looked up in the index; the bucket's lines are written
@@ -11,6 +13,8 @@ Never holds the population in memory:
 3. *merge*: the sorted bucket outputs are merged (a k-way merge, streaming) into
    patients.ndjson, and the tallies added up.
 Workers (`--workers N`) are processes: phase 1 splits the files among them, phase 2 the buckets.
+The loops over lines and patients are in pathway.population.buckets (compiled); this module
+runs them.
 """
 
 from __future__ import annotations
@@ -23,26 +27,28 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
-
-import orjson
+from typing import Any
 
 from pathway.config import load_config
+from pathway.fhir.facts import FactReader
+from pathway.population.buckets import (
+    MAX_PROBLEMS,
+    SEP,
+    evaluate_groups,
+    group_bucket,
+    partition_file,
+)
 from pathway.population.measures import Tally, load_population_config
-from pathway.population.ndjson import lines, medication_key, patient_key
-from pathway.population.patient import PatientJob, PatientResult
+from pathway.population.patient import PatientJob
 
 BUCKET_BYTES = 48 * 1024 * 1024  # raw NDJSON held in memory per worker in phase 2
 GZIP_RATIO = 8  # an export's .ndjson.gz is about this much smaller than its lines
-MAX_PROBLEMS = 20  # unreadable lines listed by file and line number (never their content)
-SEP = b"\t"  # patient id (a FHIR id: no tabs) SEP line
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,77 +71,7 @@ def bucket_count(files: list[Path], workers: int, bucket_bytes: int = BUCKET_BYT
     return max(2 * workers, math.ceil(size / bucket_bytes), 1)
 
 
-def bucket_of(patient: str, buckets: int) -> int:
-    return zlib.crc32(patient.encode()) % buckets
-
-
 # ---------------------------------------------------------------- phase 1: partition
-
-
-def partition_file(
-    path: Path, work: Path, buckets: int, task: int
-) -> tuple[list[list[Any]], list[str], Path | None]:
-    """One input file -> bucket files `b{k}.t{task}` and a Medication spill `m.t{task}`.
-    Returns the tally of what was seen (as JSON rows), problems, and the spill file."""
-    tally = Tally()
-    problems: list[str] = []
-    handles: dict[int, IO[bytes]] = {}
-    meds: IO[bytes] | None = None
-    med_path = work / f"m.t{task}"
-    n_lines = n_resources = n_meds = n_bad = 0  # plain ints in the loop; into the tally once
-    try:
-        for n, line in lines(path):
-            n_lines += 1
-            try:
-                res = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                n_bad += 1
-                if len(problems) < MAX_PROBLEMS:
-                    problems.append(f"{path.name}:{n}: not a JSON resource")
-                continue
-            if type(res) is not dict or type(res.get("resourceType")) is not str:
-                n_bad += 1
-                if len(problems) < MAX_PROBLEMS:
-                    problems.append(f"{path.name}:{n}: no resourceType")
-                continue
-            rtype = res["resourceType"]
-            if rtype == "Medication":
-                key = medication_key(res)
-                if key is None:
-                    tally.note("no-patient", rtype)
-                    continue
-                if meds is None:
-                    meds = med_path.open("wb")
-                meds.write(key.encode() + SEP + line + b"\n")
-                n_meds += 1
-                continue
-            pid = patient_key(res)
-            if pid is None:
-                tally.note("no-patient", rtype)
-                continue
-            k = bucket_of(pid, buckets)
-            out = handles.get(k)
-            if out is None:
-                out = handles[k] = (work / f"b{k}.t{task}").open("wb", buffering=256 * 1024)
-            out.write(pid.encode() + SEP + line + b"\n")
-            n_resources += 1
-    except (OSError, EOFError, zlib.error) as e:
-        problems.append(f"{path.name}: could not be read to the end ({type(e).__name__})")
-        tally.note("unreadable-files")
-    finally:
-        for h in handles.values():
-            h.close()
-        if meds is not None:
-            meds.close()
-    for key, count in (
-        ("lines", n_lines),
-        ("resources", n_resources),
-        ("medications", n_meds),
-        ("unreadable", n_bad),
-    ):
-        if count:
-            tally.note(key, n=count)
-    return tally.to_json(), problems, med_path if meds is not None else None
 
 
 def build_medication_index(spills: list[Path], db: Path) -> None:
@@ -179,49 +115,6 @@ def _medication_resolver(med_db: Path | None) -> Callable[[str], bytes | None]:
         return bytes(row[0]) if row else None
 
     return resolve
-
-
-def group_bucket(parts: list[Path]) -> dict[str, list[bytes]]:
-    groups: dict[str, list[bytes]] = {}
-    for part in parts:
-        with part.open("rb") as f:
-            for raw in f:
-                pid, line = raw.rstrip(b"\n").split(SEP, 1)
-                groups.setdefault(pid.decode(), []).append(line)
-    return groups
-
-
-def evaluate_groups(
-    job: PatientJob,
-    groups: dict[str, list[bytes]],
-    resolve: Callable[[str], bytes | None],
-    tally: Tally,
-    failed: list[str],
-) -> Iterator[PatientResult]:
-    """Each group that holds its Patient, in patient-id order."""
-    for pid in sorted(groups):
-        group = groups[pid]
-        if not any(b'"Patient"' in line for line in group) or not _has_patient(group, pid):
-            tally.note("orphan-patients")
-            tally.note("orphan-resources", n=len(group))
-            continue
-        try:
-            result = job.run(pid, group, resolve)
-        except Exception as e:  # one patient's bad data must not stop a population run
-            tally.note("failed")
-            failed.append(f"{pid}\t{type(e).__name__}")
-            continue
-        tally.add(result.measures, job.pc)
-        yield result
-
-
-def _has_patient(group: list[bytes], pid: str) -> bool:
-    for line in group:
-        if b'"Patient"' in line:
-            res = orjson.loads(line)
-            if res.get("resourceType") == "Patient" and res.get("id") == pid:
-                return True
-    return False
 
 
 def evaluate_bucket(
@@ -318,7 +211,7 @@ def _run(
 
     # Phase 1 (no evaluator needed: a plain pool, or this process)
     spills: list[Path] = []
-    tasks = [(f, work, buckets, i) for i, f in enumerate(files)]
+    tasks = [(f, work, buckets, i, paths) for i, f in enumerate(files)]
     pool1: Executor | None = (
         ProcessPoolExecutor(
             max_workers=workers,
@@ -378,10 +271,17 @@ def _run(
     return LocalResult(tally, patients_file, problems[:MAX_PROBLEMS], failed)
 
 
+@lru_cache(maxsize=4)
+def _reader_filter(paths: Paths) -> Callable[[dict[str, Any]], bool]:
+    """The reader's own `may_read`, with the deployment's value sets (once per process)."""
+    return FactReader(load_config(paths.config_dir, paths.profiles_dir)).may_read
+
+
 def _partition_task(
-    args: tuple[Path, Path, int, int],
+    args: tuple[Path, Path, int, int, Paths],
 ) -> tuple[list[list[Any]], list[str], Path | None]:
-    return partition_file(*args)
+    path, work, buckets, task, paths = args
+    return partition_file(path, work, buckets, task, _reader_filter(paths))
 
 
 def _evaluate_task(args: tuple[int, list[Path], Path]) -> tuple[list[list[Any]], list[str]]:

@@ -8,7 +8,6 @@ A `$export` writes one or more files per resource type (`Observation.ndjson`,
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -41,15 +40,6 @@ def open_binary(path: Path) -> IO[bytes]:
     if path.name.endswith(".gz"):
         return cast(IO[bytes], gzip.open(path, "rb"))
     return path.open("rb")
-
-
-def lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) for every non-blank line."""
-    with open_binary(path) as f:
-        for n, raw in enumerate(f, 1):
-            line = raw.strip()
-            if line:
-                yield n, line
 
 
 def patient_id_of(ref: Any) -> str | None:

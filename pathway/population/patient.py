@@ -19,7 +19,6 @@ from pathway.config import LoadedConfig
 from pathway.evaluation import Evaluation, Evaluator
 from pathway.population.measures import PatientMeasures, PopulationConfig, patient_measures
 from pathway.population.ndjson import referenced_medication
-from pathway.rules.findings import find
 
 # The card extension's assessment fields that patients.ndjson carries (CONTRACT.md §7).
 LINE_FIELDS = ("returnToUse", "suspectedOud", "medications", "tasks", "planDefinition")
@@ -86,7 +85,7 @@ class PatientJob:
             for key in LINE_FIELDS:
                 if key in assessment:
                     record[key] = assessment[key]
-            findings = find(ev.reading.facts, self.as_of, self.config.pathway)
+            findings = ev.findings
         own = next(
             (r for r in resources if r.get("resourceType") == "Patient" and r.get("id") == patient),
             None,

@@ -23,7 +23,13 @@ from typing import Any
 
 import orjson
 
-from pathway.population.local import LocalResult, Paths, _init_worker, evaluate_groups
+from pathway.population.local import (
+    LocalResult,
+    Paths,
+    _init_worker,
+    _reader_filter,
+    evaluate_groups,
+)
 from pathway.population.measures import Tally
 from pathway.population.ndjson import medication_key, patient_key, referenced_medication
 
@@ -33,8 +39,12 @@ _REFERENCE = "R"  # (medication key, pid)
 _TALLY = "T"  # (tally rows, None)
 
 
-def key_lines(lines: Iterable[str]) -> Iterator[tuple[str, str, Any]]:
-    """Phase 1 of the plan, per partition: each line -> what it is and its key."""
+def key_lines(
+    lines: Iterable[str], may_read: Callable[[dict[str, Any]], bool] | None = None
+) -> Iterator[tuple[str, str, Any]]:
+    """Phase 1 of the plan, per partition: each line -> what it is and its key. A resource
+    `may_read` (the reader's) refuses travels as an empty line: counted, never shuffled whole
+    or parsed again (as in the local engine)."""
     tally = Tally()
     for raw in lines:
         line = raw.strip()
@@ -63,6 +73,10 @@ def key_lines(lines: Iterable[str]) -> Iterator[tuple[str, str, Any]]:
             tally.note("no-patient", rtype)
             continue
         tally.note("resources")
+        if may_read is not None and not may_read(res):
+            tally.note("not-read")
+            yield _PAYLOAD, pid, ""
+            continue
         yield _PAYLOAD, pid, line
         ref = referenced_medication(res)
         if ref is not None:
@@ -155,7 +169,9 @@ def _plan(
     tick = progress or (lambda _s, _d, _t: None)
     partitions = max(2 * workers, sc.defaultParallelism)
     lines = sc.textFile(",".join(str(f) for f in files), minPartitions=partitions)
-    keyed = lines.mapPartitions(key_lines).persist(storage.MEMORY_AND_DISK)
+    keyed = lines.mapPartitions(lambda part: key_lines(part, _reader_filter(paths))).persist(
+        storage.MEMORY_AND_DISK
+    )
     tally = Tally()
     for rows in keyed.filter(lambda t: t[0] == _TALLY).map(lambda t: t[2]).collect():
         tally.merge(Tally.from_json(rows))

@@ -296,8 +296,9 @@ def _ratio(m: Measurement, default_uln: float) -> float:
 def _latest_of_each_kind(
     measurements: list[Measurement], default_uln: float
 ) -> dict[str, Measurement]:
+    """`measurements` newest first (as `find` sorts them)."""
     latest: dict[str, Measurement] = {}
-    for m in _newest_first(measurements, lambda m: m.when):
+    for m in measurements:
         held = latest.get(m.kind)
         tie = held is not None and timing.sort_key(held.when) == timing.sort_key(m.when)
         if held is None or (tie and _worse(m, held, default_uln)):

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pathway.rules import timing
 from pathway.rules.config import PathwayConfig
-from pathway.rules.findings import find
+from pathway.rules.findings import Findings, find
 from pathway.rules.model import Decision, Facts, MedicationOption
 from pathway.rules.options.adjuncts import clonidine, lofexidine
 from pathway.rules.options.buprenorphine import buprenorphine
@@ -23,7 +23,12 @@ MEDICATIONS = ("buprenorphine", "methadone", "naltrexone", "naloxone", "lofexidi
 def evaluate(facts: Facts, as_of: datetime, config: PathwayConfig) -> Decision:
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
-    f = find(facts, as_of, config)
+    return decide(find(facts, as_of, config), facts, as_of, config)
+
+
+def decide(f: Findings, facts: Facts, as_of: datetime, config: PathwayConfig) -> Decision:
+    """The decision from findings already made by `find(facts, as_of, config)` (for callers
+    that also read the findings themselves, as the population measures do: found once)."""
     phase = decide_phase(f, config)
     p = facts.patient
     options: dict[str, MedicationOption] = {

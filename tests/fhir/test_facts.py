@@ -15,10 +15,14 @@ from builders import (
     SNOMED,
     bundle,
     condition,
+    cows,
     day_ago,
     lab,
     med,
+    medication,
     patient,
+    quantity,
+    uds,
 )
 
 from pathway.evaluation import Evaluator
@@ -361,3 +365,45 @@ def test_an_id_that_is_no_fhir_id_is_not_put_into_a_reference() -> None:
     assert ref_of(obs) == "Observation/(no id)"
     assert ref_of({"resourceType": "Observation", "id": "o-1.2"}) == "Observation/o-1.2"
     assert ref_of({"resourceType": "Observation", "id": "o1\n"}) == "Observation/(no id)"
+
+
+def test_may_read_refuses_only_what_becomes_no_fact(reader: FactReader) -> None:
+    """What a population run leaves behind after its first pass (FactReader.may_read); the
+    property that this changes no decision is in tests/rules/test_metamorphic.py."""
+    when = day_ago(3)
+    bp_panel = lab("85354-9", when)  # no code of ours, but a component (systolic) is read
+    bp_panel["component"] = [
+        {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]}, "valueQuantity": {"value": 90}}
+    ]
+    cancelled = uds("58379-9", "POS", when)
+    cancelled["status"] = "cancelled"
+    unknown_status = uds("58379-9", "POS", when)
+    unknown_status["status"] = "preliminary"
+    kept = {
+        "Patient": patient(),
+        "Condition": condition("F11.20"),
+        "MedicationRequest": med(BUP_NALOXONE_FILM, "active", when),
+        "Medication": medication(BUP_NALOXONE_FILM),
+        "fentanyl screen": uds("58379-9", "POS", when),
+        "screen of an unlisted status": unknown_status,
+        "systolic blood pressure": quantity("8480-6", 95, when, unit="mm[Hg]"),
+        "COWS (our code)": cows(9, when),
+        "panel with a read component": bp_panel,
+    }
+    refused = {
+        "creatinine": quantity("2160-0", 1.1, when, unit="mg/dL"),
+        "no code": {"resourceType": "Observation", "id": "o-x", "status": "final"},
+        "cancelled screen": cancelled,
+        "Encounter": {
+            "resourceType": "Encounter",
+            "id": "e1",
+            "subject": {"reference": "Patient/p1"},
+        },
+    }
+    assert [k for k, r in kept.items() if not reader.may_read(r)] == []
+    assert [k for k, r in refused.items() if reader.may_read(r)] == []
+    # and what it refuses, the reader indeed makes nothing of
+    reading = read(reader, patient(), *refused.values(), pid="p1")
+    facts = reading.facts
+    assert (facts.screens, facts.measurements, facts.conditions, facts.orders) == ((), (), (), ())
+    assert reading.notes == []

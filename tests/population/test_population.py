@@ -24,6 +24,8 @@ from flask import Flask
 from pathway import create_app
 from pathway.config import LoadedConfig
 from pathway.population.local import Paths
+from pathway.population.measures import load_population_config
+from pathway.population.patient import PatientJob
 from pathway.population.run import PopulationRun, population
 from pathway.settings import Settings
 
@@ -164,6 +166,40 @@ def test_lines_agree_with_apply(app: Flask, local_run: PopulationRun, truths: li
         assert sorted(x["code"]["coding"][0]["code"] for x in tasks) == sorted(
             line.get("tasks", [])
         )
+
+
+def test_what_the_first_pass_leaves_behind_changes_no_line(
+    tmp_path: Path, paths: Paths, config: LoadedConfig
+):
+    """Bulk exports are mostly data no rule reads (vitals and labs outside every value set,
+    Encounters): the local engine counts those in its first pass and never parses them again
+    (FactReader.may_read). Each patient's line is the one the same code makes of all of the
+    patient's resources, and the skipped ones are counted."""
+    truths = synth.population(40, seed=5, extra_observations=60)
+    for t in truths:  # an Encounter each, and a cancelled copy of one screen
+        t.resources.append(
+            {
+                "resourceType": "Encounter",
+                "id": f"enc-{t.pid}",
+                "status": "finished",
+                "subject": {"reference": f"Patient/{t.pid}"},
+            }
+        )
+    synth.write_export(tmp_path / "in", truths, files_per_type=2)
+    run = population(tmp_path / "in", tmp_path / "out", T, paths, workers=1, progress=False)
+    job = PatientJob(config, load_population_config(paths.population_file), T)
+    medications = {f"Medication/{m['id']}": orjson.dumps(m) for m in synth.medication_resources()}
+    lines = (run.out_dir / "patients.ndjson").read_bytes().splitlines()
+    assert len(lines) == len(truths)
+    skipped = 0
+    for t, line in zip(truths, lines, strict=True):
+        everything = [orjson.dumps(r) for r in t.resources]
+        skipped += sum(1 for r in t.resources if not job.evaluator.reader.may_read(r))
+        assert job.run(t.pid, everything, medications.get).line == line, t.pid
+    assert skipped >= 40 * 2  # the creatinine and hemoglobin padding, the Encounters
+    assert run.tally.get("not-read") == skipped
+    assert run.tally.get("resources") == sum(len(t.resources) for t in truths)
+    assert "no rule reads" in (run.out_dir / "report.html").read_text()
 
 
 def test_medication_references_across_files_are_resolved(
@@ -386,6 +422,10 @@ def test_bad_lines_and_orphans_are_counted_not_fatal(tmp_path: Path, paths: Path
         b'{"resourceType":"Condition","id":"c2","subject":{"reference":"Patient/ghost"}}\n'
         b'{"resourceType":"Condition","id":"c3","subject":{"reference":"Group/g"}}\n'
     )
+    (src / "Encounter.ndjson").write_bytes(  # no rule reads these: counted all the same
+        b'{"resourceType":"Encounter","id":"e1","subject":{"reference":"Patient/a"}}\n'
+        b'{"resourceType":"Encounter","id":"e2","subject":{"reference":"Patient/ghost"}}\n'
+    )
     (src / "notes.txt").write_text("not an export file")
     run = population(src, tmp_path / "out", T, paths, workers=1, progress=False)
     lines = (tmp_path / "out" / "patients.ndjson").read_bytes().splitlines()
@@ -393,7 +433,8 @@ def test_bad_lines_and_orphans_are_counted_not_fatal(tmp_path: Path, paths: Path
     assert orjson.loads(lines[0])["phase"] == "assessment"
     t = run.tally
     assert t.get("unreadable") == 2
-    assert t.get("orphan-resources") == 1 and t.get("orphan-patients") == 1
+    assert t.get("orphan-resources") == 2 and t.get("orphan-patients") == 1
+    assert t.get("not-read") == 2 and t.get("resources") == 5
     assert t.get("no-patient", "Patient") == 1  # an id that is no FHIR id
     assert t.get("no-patient", "Condition") == 1
     assert any("Patient.ndjson:2" in p for p in run.problems)

@@ -1335,3 +1335,43 @@ def test_an_old_untyped_last_use_adds_no_note() -> None:
     before = EVALUATOR.evaluate(Case(TIE_AS_OF, base).bundle(), TIE_AS_OF).decision
     after = EVALUATOR.evaluate(Case(TIE_AS_OF, [*base, old]).bundle(), TIE_AS_OF).decision
     assert after.notes == before.notes
+
+
+def _unread_noise(case: Case, rnd: Any) -> list[dict[str, Any]]:
+    """What a Bulk Data export holds beside the pathway's data: labs and vitals outside every
+    value set, an Encounter, a cancelled copy of a screen the patient has."""
+    when = instant(case.as_of - timedelta(days=rnd.randint(0, 400)))
+    noise: list[dict[str, Any]] = [
+        quantity("2160-0", 1.1, when, unit="mg/dL"),  # creatinine
+        quantity("718-7", 13.5, when, unit="g/dL"),  # hemoglobin
+        {
+            "resourceType": "Encounter",
+            "id": "enc-noise",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": {"reference": "Patient/p1"},
+        },
+    ]
+    screens = [r for r in case.resources if r.get("id") in case.results]
+    if screens:
+        cancelled = copy.deepcopy(rnd.choice(screens))
+        cancelled["id"] = "cancelled-noise"
+        cancelled["status"] = "cancelled"
+        noise.append(cancelled)
+    return noise
+
+
+@profile(100)
+@given(patients(EVALUATOR), st.randoms(use_true_random=False))
+def test_what_the_reader_may_skip_changes_nothing(case: Case, rnd: Any) -> None:
+    """`pathway population` leaves behind, after its first pass, every resource
+    `FactReader.may_read` refuses (it never parses them again). Without them: the same decision
+    (reasons, evidence and ties included) and the same notes."""
+    full = [*case.resources, *_unread_noise(case, rnd)]
+    rnd.shuffle(full)
+    kept = [r for r in full if EVALUATOR.reader.may_read(r)]
+    assert len(kept) <= len(full) - 3  # the noise at least
+    a = EVALUATOR.evaluate(case.bundle(full), case.as_of)
+    b = EVALUATOR.evaluate(case.bundle(kept), case.as_of)
+    assert canonical(b.decision) == canonical(a.decision), diff(a.decision, b.decision)
+    assert b.notes == a.notes

@@ -1,0 +1,160 @@
+"""The local engine's loops over lines and patients (compiled with mypyc; pathway.population.local
+orchestrates them, the Spark engine runs `evaluate_groups` too).
+
+Phase 1, `partition_file`: each line parsed once, its patient found, the line appended to a
+bucket file by a stable hash of the patient id (Medications to a spill file for the index). A
+resource the reader would make nothing of (`FactReader.may_read`) is counted, and an empty line
+stands in for it. Phase 2, `group_bucket` and `evaluate_groups`: one bucket's lines grouped by
+patient, each patient with its Patient evaluated by `PatientJob` (the $apply code path).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from pathway.population.measures import Tally
+from pathway.population.ndjson import medication_key, open_binary, patient_key
+from pathway.population.patient import PatientJob, PatientResult
+
+MAX_PROBLEMS = 20  # unreadable lines listed by file and line number (never their content)
+SEP = b"\t"  # patient id (a FHIR id: no tabs) SEP line
+
+
+def bucket_of(patient: str, buckets: int) -> int:
+    return zlib.crc32(patient.encode()) % buckets
+
+
+def partition_file(
+    path: Path,
+    work: Path,
+    buckets: int,
+    task: int,
+    may_read: Callable[[dict[str, Any]], bool] | None = None,
+) -> tuple[list[list[Any]], list[str], Path | None]:
+    """One input file -> bucket files `b{k}.t{task}` and a Medication spill `m.t{task}`.
+    Returns the tally of what was seen (as JSON rows), problems, and the spill file.
+
+    `may_read` (the reader's `FactReader.may_read`): a resource it refuses is not carried to
+    phase 2 (not parsed again, not grouped); an empty line stands in for it, so that phase 2
+    still counts the resources of patients missing from the export."""
+    tally = Tally()
+    problems: list[str] = []
+    handles: dict[int, IO[bytes]] = {}
+    meds: IO[bytes] | None = None
+    med_path = work / f"m.t{task}"
+    n_lines = n_resources = n_meds = n_bad = n_unread = 0  # plain ints in the loop; tallied once
+    loads = orjson.loads
+    crc32 = zlib.crc32
+    try:
+        with open_binary(path) as f:
+            n = 0
+            for raw in f:
+                n += 1
+                line = raw.strip()
+                if not line:
+                    continue
+                n_lines += 1
+                try:
+                    res = loads(line)
+                except orjson.JSONDecodeError:
+                    n_bad += 1
+                    if len(problems) < MAX_PROBLEMS:
+                        problems.append(f"{path.name}:{n}: not a JSON resource")
+                    continue
+                if type(res) is not dict or type(res.get("resourceType")) is not str:
+                    n_bad += 1
+                    if len(problems) < MAX_PROBLEMS:
+                        problems.append(f"{path.name}:{n}: no resourceType")
+                    continue
+                rtype = res["resourceType"]
+                if rtype == "Medication":
+                    key = medication_key(res)
+                    if key is None:
+                        tally.note("no-patient", rtype)
+                        continue
+                    if meds is None:
+                        meds = med_path.open("wb")
+                    meds.write(b"%s\t%s\n" % (key.encode(), line))
+                    n_meds += 1
+                    continue
+                pid = patient_key(res)
+                if pid is None:
+                    tally.note("no-patient", rtype)
+                    continue
+                pid_b = pid.encode()
+                k = crc32(pid_b) % buckets  # bucket_of
+                out = handles.get(k)
+                if out is None:
+                    out = handles[k] = (work / f"b{k}.t{task}").open("wb", buffering=256 * 1024)
+                n_resources += 1
+                if may_read is not None and not may_read(res):
+                    out.write(pid_b + b"\t\n")  # counted, not carried
+                    n_unread += 1
+                    continue
+                out.write(b"%s\t%s\n" % (pid_b, line))
+    except (OSError, EOFError, zlib.error) as e:
+        problems.append(f"{path.name}: could not be read to the end ({type(e).__name__})")
+        tally.note("unreadable-files")
+    finally:
+        for h in handles.values():
+            h.close()
+        if meds is not None:
+            meds.close()
+    for key, count in (
+        ("lines", n_lines),
+        ("resources", n_resources),
+        ("medications", n_meds),
+        ("unreadable", n_bad),
+        ("not-read", n_unread),
+    ):
+        if count:
+            tally.note(key, n=count)
+    return tally.to_json(), problems, med_path if meds is not None else None
+
+
+def group_bucket(parts: list[Path]) -> dict[str, list[bytes]]:
+    groups: dict[str, list[bytes]] = {}
+    for part in parts:
+        with part.open("rb") as f:
+            for raw in f:
+                pid, line = raw.rstrip(b"\n").split(SEP, 1)
+                groups.setdefault(pid.decode(), []).append(line)
+    return groups
+
+
+def evaluate_groups(
+    job: PatientJob,
+    groups: dict[str, list[bytes]],
+    resolve: Callable[[str], bytes | None],
+    tally: Tally,
+    failed: list[str],
+) -> Iterator[PatientResult]:
+    """Each group that holds its Patient, in patient-id order."""
+    for pid in sorted(groups):
+        group = groups[pid]
+        if not any(b'"Patient"' in line for line in group) or not _has_patient(group, pid):
+            tally.note("orphan-patients")
+            tally.note("orphan-resources", n=len(group))
+            continue
+        try:
+            result = job.run(pid, [line for line in group if line], resolve)
+        except Exception as e:  # one patient's bad data must not stop a population run
+            tally.note("failed")
+            failed.append(f"{pid}\t{type(e).__name__}")
+            continue
+        tally.add(result.measures, job.pc)
+        yield result
+
+
+def _has_patient(group: list[bytes], pid: str) -> bool:
+    for line in group:
+        if b'"Patient"' in line:
+            res = orjson.loads(line)
+            if res.get("resourceType") == "Patient" and res.get("id") == pid:
+                return True
+    return False
