@@ -49,7 +49,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     service = Service(settings, loaded, store)
     app.extensions["pathway"] = service
     app.extensions["pathway.verifier"] = Verifier(
-        load_clients(settings.cds_clients_file), service.store.remember_jti
+        load_clients(settings.cds_clients_file),
+        service.store.remember_jti,
+        max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
     )
     if settings.auth_mode == "off":
         log.warning(

@@ -53,6 +53,7 @@ class Settings:
     workers: int = 2
     request_timeout_seconds: int = 30
     log_level: str = "INFO"
+    jwt_max_lifetime_seconds: int = 300
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -163,6 +164,7 @@ class Settings:
             workers=integer("WORKERS", 2, 1, 64),
             request_timeout_seconds=integer("REQUEST_TIMEOUT_SECONDS", 30, 5, 600),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
+            jwt_max_lifetime_seconds=integer("JWT_MAX_LIFETIME_SECONDS", 300, 10, 3600),
         )
 
 

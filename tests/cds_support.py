@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jwt
@@ -54,6 +57,25 @@ class Signer:
         claims.update(overrides)
         claims = {k: v for k, v in claims.items() if v is not None}
         return jwt.encode(claims, self.key, algorithm=self.alg, headers=headers)
+
+
+@contextmanager
+def pathway_log() -> Iterator[list[str]]:
+    """The messages the service logs inside the block (its "pathway" logger does not
+    propagate, so pytest's caplog alone does not see them)."""
+    messages: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = Capture(logging.DEBUG)
+    logger = logging.getLogger("pathway")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
 
 
 def prefetch_of(bundle: dict[str, Any]) -> dict[str, Any]:
