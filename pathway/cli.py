@@ -196,7 +196,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="pathway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        atexit.register(shutil.rmtree, metrics_dir, True)
+        master = os.getpid()
+        # Removed when the master exits; a worker that exits (forked, it inherits this handler)
+        # must not take every other worker's samples with it.
+        atexit.register(lambda: os.getpid() == master and shutil.rmtree(metrics_dir, True))
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers

@@ -23,6 +23,7 @@ HOOK = (EXAMPLES / "patient-view.json").read_bytes()
 class Served:
     base: str
     output: bytes = field(default=b"")  # stdout+stderr, once the server has stopped
+    pid: int = 0  # the gunicorn master
 
 
 @contextmanager
@@ -46,7 +47,7 @@ def serve(cwd: Path, workers: int) -> Iterator[Served]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    served = Served(f"http://127.0.0.1:{port}")
+    served = Served(f"http://127.0.0.1:{port}", pid=server.pid)
     up = False
     try:
         deadline = time.time() + 60  # generous: a busy CI machine starts gunicorn slowly
@@ -96,3 +97,27 @@ def test_metrics_add_up_every_worker(tmp_path: Path) -> None:
             text = requests.get(f"{served.base}/metrics", timeout=5).text
             line = next(ln for ln in text.splitlines() if ln.startswith("pathway_decisions_total{"))
             assert line.endswith(" 20.0"), line
+
+
+def test_a_worker_that_exits_leaves_the_metrics_of_the_others(tmp_path: Path) -> None:
+    """A worker that exits (here: told to stop; also max-requests or a crash) used to run the
+    master's clean-up too, deleting the shared metrics directory: its replacement could not boot
+    and took the service down. Only the master removes it."""
+    import signal
+
+    with serve(tmp_path, workers=2) as served:
+        assert call_hook(served.base).status_code == 200
+        master = served.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        os.kill(int(children[0]), signal.SIGTERM)
+        deadline = time.time() + 30
+        while time.time() < deadline:  # the master replaces it
+            now = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+            if len(now) == 2 and children[0] not in now:
+                break
+            time.sleep(0.2)
+        time.sleep(1)
+        for _ in range(6):
+            assert call_hook(served.base).status_code == 200
+            assert requests.get(f"{served.base}/metrics", timeout=5).status_code == 200
+    assert b"Worker failed to boot" not in served.output
