@@ -196,10 +196,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="pathway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        master = os.getpid()
-        # Removed when the master exits; a worker that exits (forked, it inherits this handler)
-        # must not take every other worker's samples with it.
-        atexit.register(lambda: os.getpid() == master and shutil.rmtree(metrics_dir, True))
+        atexit.register(_remove_in_master, os.getpid(), metrics_dir)
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
@@ -250,6 +247,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     App().run()
     return 0
+
+
+def _remove_in_master(master: int, path: str) -> None:
+    """Removes the metrics directory when the master exits. A worker inherits this handler when
+    it is forked: a worker that exits must not take every other worker's samples with it."""
+    if os.getpid() == master:
+        shutil.rmtree(path, True)
 
 
 class GunicornLogger(glogging.Logger):
