@@ -1,4 +1,9 @@
-"""The one-way flow: FHIR data -> facts -> pure decision -> FHIR output. No Flask here."""
+"""The one-way flow: FHIR data -> facts -> pure decision -> FHIR output. No Flask here.
+
+An `Evaluation` is computed once and carries everything that follows from it: the decision, the
+notes (the request's and the reader's) and the dates of the evidence, to the card, the CarePlan
+and the write-back alike.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +24,8 @@ from pathway.rules.pathway import evaluate
 class Evaluation:
     decision: Decision
     reading: Reading
-
-    @property
-    def notes(self) -> list[str]:
-        return self.reading.notes
+    notes: list[str]  # what the request said about its data, then what the reader noticed
+    evidence_dates: dict[str, str]  # date of each resource the decision cites
 
 
 def evidence_dates(facts: Facts, refs: tuple[str, ...] | None = None) -> dict[str, str]:
@@ -62,11 +65,18 @@ class Evaluator:
         patient_id: str | None = None,
         drafts: list[dict[str, Any]] | None = None,
         strict_subject: bool = True,
+        notes: list[str] | None = None,
     ) -> Evaluation:
+        """`notes`: what the caller knows about the data (e.g. a prefetch key it could not
+        read), shown before the reader's own."""
         reading = self.reader.read(flatten(data), patient_id, drafts, strict_subject)
         decision = evaluate(reading.facts, as_of, self.config.pathway)
-        return Evaluation(decision, reading)
+        return Evaluation(
+            decision,
+            reading,
+            [*(notes or []), *reading.notes],
+            evidence_dates(reading.facts, decision.evidence),
+        )
 
     def apply_bundle(self, ev: Evaluation) -> dict[str, Any]:
-        dates = evidence_dates(ev.reading.facts, ev.decision.evidence)
-        return self.writer.apply_bundle(ev.decision, ev.notes, dates)
+        return self.writer.apply_bundle(ev.decision, ev.notes, ev.evidence_dates)

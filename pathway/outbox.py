@@ -22,14 +22,15 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pathway.fhir.careplan import PlanWriter
 from pathway.fhir.client import FhirAuthError, FhirClient, FhirError
 from pathway.fhir.smart import SigningKey, SmartBackendAuth
 from pathway.fhir.writeback import Capabilities, Desired, Reconciler, WriteResult
-
-if TYPE_CHECKING:
-    from pathway.service import Service
+from pathway.metrics import Metrics
+from pathway.settings import Settings
+from pathway.store.db import Store
 
 log = logging.getLogger("pathway.outbox")
 CAPABILITIES_TTL_SECONDS = 3600
@@ -47,8 +48,17 @@ class Outcome:
 
 
 class WriteBack:
-    def __init__(self, svc: Service) -> None:
-        self.svc = svc
+    """The outbox's API: `enqueue` (store a patient's desired state), `queue` (store, then run
+    in the background), `write_now` (store and run here), `run` (run what is due); built from
+    what it uses, not from the whole service."""
+
+    def __init__(
+        self, settings: Settings, store: Store, metrics: Metrics, writer: PlanWriter
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.writer = writer
         self._caps: dict[str, tuple[float, Capabilities]] = {}
         self._tokens: dict[int, str] = {}  # hook tokens, in memory only, for the first run
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="writeback")
@@ -57,9 +67,9 @@ class WriteBack:
         self._sweeper: threading.Thread | None = None
         # Striped locks: a fixed number, whatever the number of patients seen.
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
-        self._lock_dir = _lock_dir(svc.settings.database_url)
+        self._lock_dir = _lock_dir(settings.database_url)
         self._smart: SmartBackendAuth | None = None
-        s = svc.settings
+        s = settings
         if s.smart_client_id and s.smart_private_key_file and s.smart_token_url:
             self._smart = SmartBackendAuth(
                 s.smart_token_url,
@@ -75,7 +85,7 @@ class WriteBack:
         if self._smart is not None:
             auth = self._smart
         return FhirClient(
-            base, token=auth, timeout=self.svc.settings.http_timeout_seconds, sleep=self.sleep
+            base, token=auth, timeout=self.settings.http_timeout_seconds, sleep=self.sleep
         )
 
     def capabilities(self, base: str, client: FhirClient | None = None) -> Capabilities:
@@ -92,12 +102,12 @@ class WriteBack:
         return hashlib.sha256(f"{base}|{patient_id}".encode()).hexdigest()
 
     def enqueue(self, base: str, want: Desired, token: str | None = None) -> int:
-        entry = self.svc.store.outbox_put(
+        entry = self.store.outbox_put(
             self.key(base, want.patient_id), base, want.to_json().decode()
         )
         if token:
             self._tokens[entry] = token
-        self.svc.metrics.outbox_depth.inc()
+        self.metrics.outbox_depth.inc()
         return entry
 
     def queue(self, base: str, want: Desired, token: str | None = None) -> int:
@@ -132,9 +142,9 @@ class WriteBack:
 
     def run(self, only: int | None = None) -> list[Outcome]:
         outcomes = []
-        for row in self.svc.store.outbox_claim(only=only):
+        for row in self.store.outbox_claim(only=only):
             outcomes.append(self._run_entry(row))
-        self.svc.metrics.outbox_depth.set(self.svc.store.outbox_depth())
+        self.metrics.outbox_depth.set(self.store.outbox_depth())
         return outcomes
 
     def _run_entry(self, row: dict[str, Any]) -> Outcome:
@@ -155,18 +165,16 @@ class WriteBack:
                 return self._failed(row, again)
         except FhirError as e:
             return self._failed(row, e)
-        self.svc.store.outbox_done(entry)
-        self.svc.metrics.writeback.labels("written" if result.wrote else "unchanged").inc()
+        self.store.outbox_done(entry)
+        self.metrics.writeback.labels("written" if result.wrote else "unchanged").inc()
         return Outcome(entry, True, result)
 
     def _reconcile(self, key: str, base: str, token: str | None, want: Desired) -> WriteResult:
         with self.patient_lock(key):
             client = self.client(base, token)
             caps = self.capabilities(base, client)
-            reconciler = Reconciler(
-                self.svc.evaluator.writer, client, caps, self.svc.settings.writeback_fallback
-            )
-            if self.svc.settings.writeback == "document-reference":
+            reconciler = Reconciler(self.writer, client, caps, self.settings.writeback_fallback)
+            if self.settings.writeback == "document-reference":
                 return reconciler.document_reference(want)
             return reconciler.apply(want)
 
@@ -175,8 +183,8 @@ class WriteBack:
         attempts = int(row["attempts"])
         give_up = attempts >= MAX_ATTEMPTS
         delay = min(2.0**attempts, 300.0)
-        self.svc.store.outbox_retry(entry, str(e), delay, give_up=give_up)
-        self.svc.metrics.writeback.labels("failed" if give_up else "retry").inc()
+        self.store.outbox_retry(entry, str(e), delay, give_up=give_up)
+        self.metrics.writeback.labels("failed" if give_up else "retry").inc()
         log.warning(
             "write-back to the FHIR server failed (attempt %d%s): %s",
             attempts,

@@ -13,11 +13,9 @@ from pathway.api.errors import ApiError
 from pathway.api.jsonio import json_response, read_json_body
 from pathway.api.observability import REQUEST_ID
 from pathway.api.schemas import load_or_400
-from pathway.evaluation import evidence_dates
 from pathway.fhir.bundle import FHIR_ID, flatten
-from pathway.fhir.prefetch import resolve
-from pathway.fhir.writeback import ours_in
 from pathway.service import Service
+from pathway.workflow import HookCall
 
 log = logging.getLogger("pathway.cds")
 bp = Blueprint("cds", __name__)
@@ -167,74 +165,19 @@ def call(service_id: str) -> Response:
         )
     patient_id, drafts = _context(hook, req["context"])
     svc = _service()
-    fhir_server = req.get("fhirServer")
-    fetch = None
-    if fhir_server:
-        if not svc.settings.fhir_server_allowed(fhir_server):
-            log.warning("fhirServer not on the allow-list: refused")
-            raise ApiError(
-                403,
-                "fhirServer is not on this service's allow-list (PATHWAY_FHIR_ALLOWLIST).",
-                "forbidden",
-                expression=["fhirServer"],
-            )
-        auth = req.get("fhirAuthorization") or {}
-        # The hook has a time budget: short timeout, one retry, then 412.
-        client = svc.fhir_client(fhir_server, auth.get("access_token"), hook=True)
-        fetch = client.query
-    templates = next(
-        s["prefetch"]
-        for s in svc.config.services["services"]
-        if s["id"] == service_id and s["hook"] == hook
-    )
-    prefetch = req.get("prefetch")
-    resolved = resolve(
-        prefetch if isinstance(prefetch, dict) else None,
-        templates,
-        {**req["context"], "patientId": patient_id},
-        fetch,
-    )
-    if resolved.missing:
-        why = (
-            "and no fhirServer was given"
-            if fetch is None
-            else "and the FHIR server could not supply it"
+    answer = svc.workflow.hook(
+        HookCall(
+            service_id,
+            hook,
+            patient_id,
+            req["context"],
+            req.get("prefetch") if isinstance(req.get("prefetch"), dict) else None,
+            drafts,
+            req.get("fhirServer"),
+            (req.get("fhirAuthorization") or {}).get("access_token"),
         )
-        raise ApiError(
-            412,
-            f"Needed data is missing: prefetch lacks {', '.join(resolved.missing)} {why}.",
-            "not-found",
-            expression=[f"prefetch.{k}" for k in resolved.missing],
-        )
-    evaluation = svc.evaluator.evaluate(
-        resolved.data, svc.clock(), patient_id=patient_id, drafts=drafts, strict_subject=False
     )
-    decision = evaluation.decision
-    notes = [*resolved.notes, *evaluation.notes]
-    system_actions: list[Any] = []
-    if hook == "patient-view":
-        card = svc.cards.pathway_card(
-            decision, notes, evidence_dates(evaluation.reading.facts, decision.evidence)
-        )
-        cards = [card] if card is not None else []
-        token = (req.get("fhirAuthorization") or {}).get("access_token")
-        existing = None
-        if svc.settings.writeback == "direct" and {"carePlans", "tasks"} <= resolved.known:
-            # The request says what plan and tasks of ours the EHR holds: compare locally.
-            existing = ours_in(
-                [r for r, _ in flatten(resolved.data).resources],
-                patient_id,
-                svc.config.pathway.canonical,
-            )
-        # Outside the pathway there is something to write only if a plan of ours is active.
-        if decision.phase != "not-applicable" or (
-            existing is None or (existing[0] or {}).get("status") == "active"
-        ):
-            system_actions = svc.after_hook(evaluation, fhir_server, token, existing)
-    else:
-        cards = svc.cards.order_cards(decision)
-    svc.record_decision(decision, hook)
-    svc.metrics_decision(service_id, decision.phase)
+    cards, system_actions = answer.cards, answer.system_actions
     body: dict[str, Any] = {"cards": cards}
     if system_actions:
         body["systemActions"] = system_actions

@@ -8,10 +8,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from pathway.api.jsonio import fhir_response
+from pathway.errors import (
+    FhirServerFailed,
+    FhirServerNotAllowed,
+    MissingData,
+    NoFhirServer,
+    PathwayError,
+    PatientNotFound,
+)
+from pathway.fhir.facts import NoPatientError
 from pathway.store.db import StoreError
 
 log = logging.getLogger("pathway.errors")
@@ -65,7 +74,34 @@ def operation_outcome(
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
+def fhir_response(body: Any, status: int) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype="application/fhir+json")
+
+
+def domain_error(e: PathwayError) -> ApiError:
+    """The HTTP answer to a use case's domain error (the one mapping there is)."""
+    if isinstance(e, NoFhirServer):
+        return ApiError(400, e.message, expression=["Parameters.parameter[data]"])
+    if isinstance(e, PatientNotFound):
+        return ApiError(404, e.message)
+    if isinstance(e, FhirServerFailed):
+        return ApiError(502 if e.status is None or e.status >= 500 else 424, e.message, "transient")
+    if isinstance(e, FhirServerNotAllowed):
+        return ApiError(403, e.message, "forbidden", expression=["fhirServer"])
+    if isinstance(e, MissingData):
+        return ApiError(412, e.message, "not-found", expression=[f"prefetch.{k}" for k in e.keys])
+    return ApiError(422, e.message)
+
+
 def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(PathwayError)
+    def _domain_error(e: PathwayError) -> Response:
+        return _api_error(domain_error(e))
+
+    @app.errorhandler(NoPatientError)
+    def _no_patient(e: NoPatientError) -> Response:
+        return _api_error(ApiError(400, f"'data' cannot be evaluated: {e}."))
+
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError) -> Response:
         resp = fhir_response(

@@ -12,7 +12,7 @@ from pathway.api.errors import ApiError
 from pathway.api.jsonio import fhir_response, read_json_body
 from pathway.api.schemas import ParametersSchema, load_or_400
 from pathway.fhir.bundle import FHIR_ID
-from pathway.fhir.facts import NoPatientError, parse_when
+from pathway.fhir.facts import parse_when
 from pathway.service import Service
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
@@ -151,10 +151,5 @@ def apply() -> Response:
                 expression=["Parameters.parameter[data].resource.entry"],
             )
     else:
-        data = svc.read_patient_from_server(patient_id)
-    try:
-        evaluation = svc.evaluator.evaluate(data, as_of, patient_id=patient_id)
-    except NoPatientError as e:
-        raise ApiError(400, f"'data' cannot be evaluated: {e}.") from e
-    svc.record_decision(evaluation.decision, "apply")
-    return fhir_response(svc.evaluator.apply_bundle(evaluation))
+        data = None  # read from PATHWAY_FHIR_BASE_URL
+    return fhir_response(svc.workflow.apply(patient_id, data, as_of))

@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 from flask import Response, current_app, request
 
+from pathway.api.errors import ApiError
+
 FHIR_JSON = "application/fhir+json"
 
 
@@ -26,8 +28,6 @@ def read_body() -> bytes:
 def read_json_body(raw: bytes | None = None) -> Any:
     """The request body (or `raw`, read already with read_body) parsed, or an ApiError naming
     what is wrong with it."""
-    from pathway.api.errors import ApiError
-
     ctype = (request.mimetype or "").lower()
     if ctype and ctype not in ("application/json", FHIR_JSON) and not ctype.endswith("+json"):
         raise ApiError(

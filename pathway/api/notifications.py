@@ -116,7 +116,7 @@ def notification() -> Response:
 
     patients, unresolved = patients_in(body, read)
     for pid in sorted(patients):
-        svc.reevaluate_later(pid)
+        svc.workflow.reevaluate_later(pid)
     message = f"Re-evaluation queued for {len(patients)} patient(s)."
     if unresolved:
         message += f" {len(unresolved)} focus reference(s) could not be resolved."

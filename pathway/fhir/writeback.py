@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from pathway.evaluation import Evaluation
 from pathway.fhir.bundle import flatten
 from pathway.fhir.careplan import DEVICE_REF, SECURITY, PlanWriter, careplan_urn, task_urn
 from pathway.fhir.client import FhirClient, FhirConflict, FhirError
@@ -131,10 +132,12 @@ def fingerprint(d: Decision) -> str:
     return hashlib.sha256(orjson.dumps(content)).hexdigest()
 
 
-def desired(writer: PlanWriter, d: Decision, notes: list[str], dates: dict[str, str]) -> Desired:
+def desired(writer: PlanWriter, ev: Evaluation) -> Desired:
+    """What the EHR should hold after this evaluation (the write-back's input)."""
+    d = ev.decision
     canon = writer.canon
     task_refs = {t.code: task_urn(canon, d.patient_id, t.code) for t in d.tasks}
-    plan = writer.careplan(d, task_refs, notes, dates)
+    plan = writer.careplan(d, task_refs, ev.notes, ev.evidence_dates)
     plan["extension"] = [
         {"url": f"{canon}/StructureDefinition/pathway-fingerprint", "valueString": fingerprint(d)}
     ]
@@ -143,6 +146,29 @@ def desired(writer: PlanWriter, d: Decision, notes: list[str], dates: dict[str, 
     return Desired(
         d.patient_id, d.phase, plan, tasks, d.evidence, fingerprint(d), plan["text"]["div"]
     )
+
+
+def system_actions(want: Desired, canon: str) -> list[Any]:
+    """The CarePlan and its Tasks as CDS Hooks systemActions, for the EHR to apply (ids made
+    from our identifiers, so the same plan always has the same ids)."""
+    if want.phase == "not-applicable":
+        return []
+    cp_id = careplan_urn(canon, want.patient_id).removeprefix("urn:uuid:")
+    plan = dict(want.careplan)
+    plan["id"] = cp_id
+    actions: list[Any] = [
+        {"type": "create", "description": "Create the OUD pathway care plan", "resource": plan}
+    ]
+    for code, task in want.tasks.items():
+        body = dict(task)
+        body["id"] = task_urn(canon, want.patient_id, code).removeprefix("urn:uuid:")
+        body["basedOn"] = [{"reference": f"CarePlan/{cp_id}"}]
+        actions.append({"type": "create", "description": f"Add task {code}", "resource": body})
+    for a in plan.get("activity", []):
+        ref = a.get("reference", {}).get("reference", "")
+        if ref.startswith("urn:uuid:"):
+            a["reference"]["reference"] = "Task/" + ref.removeprefix("urn:uuid:")
+    return actions
 
 
 @dataclass(slots=True)
