@@ -152,7 +152,9 @@ def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, An
 @require_caller
 def call(service_id: str) -> Response:
     if service_id not in SERVICE_HOOKS:
-        raise ApiError(404, f"No CDS service '{service_id[:60]}' here.", "not-found")
+        raise ApiError(
+            404, "No CDS service with this id here (see GET /cds-services).", "not-found"
+        )
     req = load_or_400(_hook_schema, read_json_body(), "CDS Hooks request")
     hook = req["hook"]
     instance = str(req["hookInstance"])
@@ -161,7 +163,7 @@ def call(service_id: str) -> Response:
     if hook not in SERVICE_HOOKS[service_id]:
         answers = " and ".join(SERVICE_HOOKS[service_id])
         raise ApiError(
-            400, f"Service {service_id} answers {answers}, not '{hook[:40]}'.", expression=["hook"]
+            400, f"Service {service_id} answers {answers}, not this hook.", expression=["hook"]
         )
     patient_id, drafts = _context(hook, req["context"])
     svc = _service()
@@ -188,7 +190,9 @@ def call(service_id: str) -> Response:
 @require_caller
 def feedback(service_id: str) -> Response:
     if service_id not in SERVICE_HOOKS:
-        raise ApiError(404, f"No CDS service '{service_id[:60]}' here.", "not-found")
+        raise ApiError(
+            404, "No CDS service with this id here (see GET /cds-services).", "not-found"
+        )
     body = load_or_400(_feedback_schema, read_json_body(), "Feedback")
     svc = _service()
     for item in body["feedback"]:
