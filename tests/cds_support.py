@@ -116,6 +116,16 @@ def hook_request(
     return body
 
 
+def empty_patient_view(patient: dict[str, Any]) -> dict[str, Any]:
+    """A patient-view request for `patient` whose prefetch says "no data" for every other key
+    (the smallest request that is answered 200)."""
+    return hook_request(
+        "patient-view",
+        str(patient["id"]),
+        {"patient": patient, "conditions": None, "observations": None, "medicationRequests": None},
+    )
+
+
 def assert_valid_card(card: dict[str, Any]) -> None:
     """CDS Hooks 2.0 card rules plus the contract's (CONTRACT.md §1)."""
     assert_no_empty(card, "card")

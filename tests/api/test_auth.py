@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from builders import patient
-from cds_support import Signer, hook_request, pathway_log
+from cds_support import Signer, empty_patient_view, pathway_log
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -54,16 +54,7 @@ def client(app: Flask) -> FlaskClient:
 
 
 def call(client: FlaskClient, token: str) -> Any:
-    body = hook_request(
-        "patient-view",
-        "p1",
-        {
-            "patient": patient(),
-            "conditions": None,
-            "observations": None,
-            "medicationRequests": None,
-        },
-    )
+    body = empty_patient_view(patient())
     return client.post(
         "/cds-services/oud-pathway",
         data=orjson.dumps(body),

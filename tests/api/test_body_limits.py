@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 from builders import patient
-from cds_support import hook_request
+from cds_support import empty_patient_view
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -33,18 +33,7 @@ def client(tmp_path: Path, config: LoadedConfig) -> FlaskClient:
     return create_app({"settings": settings, "config": config}).test_client()
 
 
-HOOK = orjson.dumps(
-    hook_request(
-        "patient-view",
-        "p1",
-        {
-            "patient": patient(),
-            "conditions": None,
-            "observations": None,
-            "medicationRequests": None,
-        },
-    )
-)
+HOOK = orjson.dumps(empty_patient_view(patient()))
 
 
 def chunked(client: FlaskClient, path: str, body: bytes) -> TestResponse:

@@ -21,6 +21,7 @@ from builders import (
 from cds_support import (
     Signer,
     assert_valid_response,
+    empty_patient_view,
     hook_request,
     pathway_log,
     prefetch_of,
@@ -683,16 +684,7 @@ AUD = f"{PUBLIC}/cds-services/oud-pathway"
 
 
 def _pv() -> dict[str, Any]:
-    return hook_request(
-        "patient-view",
-        "p1",
-        {
-            "patient": patient(),
-            "conditions": None,
-            "observations": None,
-            "medicationRequests": None,
-        },
-    )
+    return empty_patient_view(patient())
 
 
 def test_valid_es384_token(secure: FlaskClient, signer: Signer) -> None:
