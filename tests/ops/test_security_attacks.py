@@ -76,6 +76,8 @@ class Run:
     caller: TrustedCaller
     tokens: list[str] = field(default_factory=list)  # every token sent: none may be logged
     output: bytes = b""
+    pid: int = 0  # the gunicorn master
+    clients: Path = Path()
 
     @property
     def outbound(self) -> list[str]:
@@ -144,6 +146,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         stderr=subprocess.STDOUT,
     )
     played = Run(base, port, metrics_port, fhir_base, home, caller)
+    played.pid, played.clients = server.pid, tmp / "clients.json"
     up = False
     try:
         deadline = time.time() + 60
@@ -608,3 +611,32 @@ PLAYS: dict[str, Callable[[Run], None]] = {
 def test_attack(run: Run, name: str) -> None:
     PLAYS[name](run)
     ATTACKS[name] += 1
+
+
+def test_a_rotated_key_is_taken_on_reload(run: Run) -> None:
+    """Key rotation as the README says: the EHR's new key is added to the clients file, and
+    `kill -HUP` of the master makes new workers read it; the old key keeps working meanwhile."""
+    import signal
+
+    rotated = TrustedCaller(run.caller.iss, "rotated-kid")
+
+    def signed_by_new_key() -> str:
+        (token,) = rotated.tokens(run.base + HOOK_PATH, 1, 120)
+        run.tokens.append(token)
+        return token
+
+    generic_401(hook(run, signed_by_new_key()))  # not known yet
+    both = [{"iss": run.caller.iss, "jwks": {"keys": [run.caller.jwk, rotated.jwk]}}]
+    run.clients.write_bytes(orjson.dumps(both))
+    os.kill(run.pid, signal.SIGHUP)
+    deadline = time.time() + 60
+    status = 0
+    while time.time() < deadline and status != 200:
+        time.sleep(0.5)
+        try:
+            status = hook(run, signed_by_new_key()).status_code
+        except requests.RequestException:
+            continue
+    assert status == 200
+    assert hook(run, run.token()).status_code == 200  # the old key still works
+    ATTACKS["rotation: a new key taken on reload"] += 1
