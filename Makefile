@@ -16,7 +16,12 @@ FHIRSERVER := tests/fhirserver/node_modules/.package-lock.json
 $(FHIRSERVER): tests/fhirserver/package-lock.json
 	npm ci --prefix tests/fhirserver --no-audit --no-fund --loglevel=error
 
-setup: $(BIN)/pathway $(FHIRSERVER)
+# axe-core for the clinician's app browser tests (injected into the page; tests/app).
+AXE := tests/app/axe/node_modules/.package-lock.json
+$(AXE): tests/app/axe/package-lock.json
+	npm ci --prefix tests/app/axe --no-audit --no-fund --loglevel=error
+
+setup: $(BIN)/pathway $(FHIRSERVER) $(AXE)
 
 # The production build: the pure core and card building compiled with mypyc into build/compiled
 # (the checkout is untouched). Run it with PYTHONPATH=build/compiled (an absolute path when the
@@ -48,8 +53,11 @@ pytest:
 	$(BIN)/python -m pytest
 
 # `pytest` (not `python -m pytest`, which would put the checkout first on sys.path).
+# The browser suite (tests/app: Chromium, the SMART launch, axe) runs once, on the source build
+# above (its pages, templates and launch are not compiled; the clinical code they call is
+# tested on both builds by the rest of the suite).
 pytest-compiled: setup $(COMPILED)
-	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/pytest
+	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/pytest -m "not browser"
 
 # Dependency audit: fails on a reported vulnerability. Where the package index offers no
 # vulnerability data (as on this workplace's mirror) it says so and does not pass silently.
@@ -70,4 +78,5 @@ load: setup $(COMPILED)
 	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/python scripts/loadrun.py --seconds 60 --rate 100
 
 clean:
-	rm -rf $(VENV) build var .pytest_cache .mypy_cache .ruff_cache tests/fhirserver/node_modules
+	rm -rf $(VENV) build var .pytest_cache .mypy_cache .ruff_cache tests/fhirserver/node_modules \
+	  tests/app/axe/node_modules

@@ -60,6 +60,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if settings.writeback != "off" and overrides.get("START_OUTBOX", True):
         service.writeback.start()
     register_error_handlers(app)
+    from pathway.app import install as install_clinician_app
+
+    install_clinician_app(app, service)  # before observability: it owns /app/'s frame headers
     observability.install(app)
     cors.install(app, settings.cors_origins)
     health.install(app)

@@ -321,3 +321,18 @@ class CardBuilder:
                 }
             )
         return self._card(d, f.summary, f.indicator, "\n".join(detail), suggestions)
+
+
+# ------------------------------------------------------------ the clinician's app (CONTRACT §6)
+def smart_app_link(public_url: str, hook_instance: str, as_of: str) -> dict[str, Any]:
+    """The card's link to the SMART app. appContext names the hook instance and the evaluation
+    time, so the app opens on the evaluation the card showed."""
+    import orjson
+
+    context = orjson.dumps({"hookInstance": hook_instance[:100], "asOf": as_of}).decode()
+    return {
+        "label": "Open the OUD care pathway app (timeline, evidence, actions)",
+        "url": f"{public_url}/app/launch",
+        "type": "smart",
+        "appContext": context,
+    }

@@ -461,10 +461,11 @@ def load_config(
     return LoadedConfig(cfg, aliases, terminology, raw, conformance, services)
 
 
+# The CDS services of CONTRACT.md §1: one hook each, each id listed once in discovery.
 SERVICE_HOOKS = {
-    ("oud-pathway", "patient-view"),
-    ("oud-order-safety", "order-select"),
-    ("oud-order-safety", "order-sign"),
+    "oud-pathway": "patient-view",
+    "oud-order-select": "order-select",
+    "oud-order-sign": "order-sign",
 }
 PREFETCH_KEYS = (
     "patient",
@@ -486,22 +487,53 @@ def load_services(file: Path) -> dict[str, Any]:
     services = doc.get("services") if isinstance(doc, dict) else None
     if not isinstance(services, list):
         raise ConfigError(file, "services", "expected a list")
-    seen = set()
+    seen: dict[str, str] = {}
     for i, s in enumerate(services):
         for key in ("id", "hook", "title", "description"):
             if not isinstance(s.get(key), str) or not s[key]:
                 raise ConfigError(file, f"services[{i}].{key}", "missing")
-        seen.add((s["id"], s["hook"]))
+        if s["id"] in seen:
+            # CDS Hooks 2.0 clients key services by id: the second entry would hide the first.
+            raise ConfigError(file, f"services[{i}].id", f"{s['id']!r} is listed twice")
+        seen[s["id"]] = s["hook"]
         prefetch = s.get("prefetch")
         if not isinstance(prefetch, dict):
             raise ConfigError(file, f"services[{i}].prefetch", "missing")
         for key in PREFETCH_KEYS:
             if not isinstance(prefetch.get(key), str):
                 raise ConfigError(file, f"services[{i}].prefetch.{key}", "missing")
-    for pair in SERVICE_HOOKS - seen:
-        raise ConfigError(file, "services", f"no service {pair[0]} for hook {pair[1]}")
+    for sid, hook in SERVICE_HOOKS.items():
+        if seen.get(sid) != hook:
+            raise ConfigError(file, "services", f"no service {sid} for hook {hook}")
+    aliases = doc.get("unlistedAliases", [])
+    if not isinstance(aliases, list):
+        raise ConfigError(file, "unlistedAliases", "expected a list")
+    for i, a in enumerate(aliases):
+        where = f"unlistedAliases[{i}]"
+        if not isinstance(a, dict) or not isinstance(a.get("id"), str) or not a["id"]:
+            raise ConfigError(file, f"{where}.id", "missing")
+        if a["id"] in seen:
+            raise ConfigError(file, f"{where}.id", f"{a['id']!r} is a listed service")
+        serves = a.get("serves")
+        if not isinstance(serves, list) or not serves or not all(x in seen for x in serves):
+            raise ConfigError(file, f"{where}.serves", "expected a list of listed service ids")
+        hooks = [seen[x] for x in serves]
+        if len(set(hooks)) != len(hooks):
+            raise ConfigError(file, f"{where}.serves", "two services for one hook")
+        seen[a["id"]] = ""
     cards = doc.get("cards")
     for key in ("source", "overrideReasonSystem", "overrideReasons", "naloxoneOrder"):
         if not isinstance(cards, dict) or key not in cards:
             raise ConfigError(file, f"cards.{key}", "missing")
     return dict(doc)
+
+
+def service_routes(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, str]]]:
+    """Every id served under /cds-services/{id} (the listed services and the unlisted aliases)
+    -> the hooks it answers -> the prefetch templates for that hook. `doc` is a checked
+    services.json (load_services)."""
+    listed = {s["id"]: s for s in doc["services"]}
+    routes = {sid: {s["hook"]: dict(s["prefetch"])} for sid, s in listed.items()}
+    for a in doc.get("unlistedAliases", []):
+        routes[a["id"]] = {listed[x]["hook"]: dict(listed[x]["prefetch"]) for x in a["serves"]}
+    return routes

@@ -45,6 +45,12 @@ class Settings:
     smart_client_id: str | None = None
     smart_private_key_file: Path | None = None
     smart_token_url: str | None = None
+    # The clinician's app (CONTRACT §6): a SMART App Launch client of the EHR.
+    smart_app_client_id: str | None = None
+    smart_app_client_secret: str | None = None
+    app_frame_ancestors: str = "'self'"
+    smart_app_auth_allowlist: tuple[str, ...] = ()
+    app_session_minutes: int = 480
     config_dir: Path = DEFAULT_CONFIG_DIR
     profiles_dir: Path = DEFAULT_PROFILES_DIR
     max_body_bytes: int = 8 * 1024 * 1024
@@ -69,7 +75,7 @@ class Settings:
     def redacted(self) -> dict[str, object]:
         """What may be logged: no secrets (the key file path is shown, never its content)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        for secret in ("notification_token", "metrics_token"):
+        for secret in ("notification_token", "metrics_token", "smart_app_client_secret"):
             if out.get(secret):
                 out[secret] = "***"
         db = str(out["database_url"])
@@ -143,6 +149,19 @@ class Settings:
             hook_fetch_timeout = float(hook_timeout) if hook_timeout else 3.0
         except ValueError as e:
             raise SettingsError("PATHWAY_HOOK_FETCH_TIMEOUT_SECONDS must be a number") from e
+        auth_allow = tuple(
+            _normalise_base(u)
+            for u in (get("SMART_APP_AUTH_ALLOWLIST") or "").split(",")
+            if u.strip()
+        )
+        for u in auth_allow:
+            _check_url("PATHWAY_SMART_APP_AUTH_ALLOWLIST", u)
+        ancestors = get("APP_FRAME_ANCESTORS") or "'self'"
+        if any(c in ancestors for c in ";,\r\n"):
+            raise SettingsError(
+                "PATHWAY_APP_FRAME_ANCESTORS is a space-separated list of CSP sources "
+                "(e.g. 'self' https://ehr.example.org)"
+            )
         clients = get("CDS_CLIENTS_FILE")
         key = get("SMART_PRIVATE_KEY_FILE")
         metrics_bind = _bind("PATHWAY_METRICS_BIND", get("METRICS_BIND"))
@@ -175,6 +194,11 @@ class Settings:
             smart_client_id=get("SMART_CLIENT_ID"),
             smart_private_key_file=Path(key) if key else None,
             smart_token_url=get("SMART_TOKEN_URL"),
+            smart_app_client_id=get("SMART_APP_CLIENT_ID"),
+            smart_app_client_secret=get("SMART_APP_CLIENT_SECRET"),
+            app_frame_ancestors=ancestors,
+            smart_app_auth_allowlist=auth_allow,
+            app_session_minutes=integer("APP_SESSION_MINUTES", 480, 5, 24 * 60),
             config_dir=Path(get("CONFIG_DIR") or DEFAULT_CONFIG_DIR),
             profiles_dir=Path(get("PROFILES_DIR") or DEFAULT_PROFILES_DIR),
             max_body_bytes=integer("MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 256 * 1024 * 1024),

@@ -215,6 +215,7 @@ def main() -> None:
         med, p99 = measure(to_fhir, iterations)
         print(f"{n:>9}  {'bytes -> CarePlan/Task Bundle bytes':<34} {med:>10.3f} {p99:>8.3f}")
     hooks_in_process(args.iterations)
+    app_page(max(200, args.iterations // 4))
     if not args.skip_server:
         hooks_through_gunicorn(min(max(args.seconds, 1.0), 60.0), args.concurrency)
         write_back()
@@ -361,6 +362,47 @@ def hooks_in_process(iterations: int) -> None:
             print(
                 f"{n:>9}  {'patient-view hook, in process':<34} {med:>10.3f} {p99:>8.3f}"
                 f"   (target {target})"
+            )
+
+
+# ---------------------------------------------------------------- the clinician's app (separate)
+def app_page(iterations: int) -> None:
+    """The clinician's app page (GET /app/) without its FHIR reads: the hook's evaluation, the
+    view (timeline, evidence index) and the HTML template, for patients of 100 and 500
+    resources. The reads from the EHR come on top (6 searches, as for a hook without prefetch)."""
+    import tempfile
+
+    from pathway import create_app
+    from pathway.app.routes import render_page
+    from pathway.settings import Settings
+
+    print("\nthe clinician's app (GET /app/: evaluation, view and HTML; FHIR reads aside)")
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.from_mapping(
+            {
+                "PATHWAY_DATABASE_URL": f"sqlite:///{tmp}/b.db",
+                "PATHWAY_LOG_LEVEL": "ERROR",
+                "PATHWAY_SMART_APP_CLIENT_ID": "bench",
+            }
+        )
+        app = create_app({"settings": settings})
+        svc = app.extensions["pathway"]
+        for n in (100, 500):
+            data = [patient_bundle(n)]
+            sizes: list[int] = []
+
+            def page(data: list[Any] = data, sizes: list[int] = sizes) -> None:
+                with app.test_request_context("/app/"):
+                    html, _ = render_page(
+                        svc, data, "p1", AS_OF, "now", "x" * 43, "patient/*.rs", "", ""
+                    )
+                sizes.append(len(html))
+
+            gc.collect()
+            med, p99 = measure(page, iterations if n == 100 else max(100, iterations // 4))
+            print(
+                f"{n:>9}  {'app page, server side':<34} {med:>10.3f} {p99:>8.3f}"
+                f"   ({sizes[-1] // 1024} KB of HTML)"
             )
 
 

@@ -1,18 +1,29 @@
-"""CDS Hooks endpoints (CONTRACT.md §1): discovery, the two services, feedback."""
+"""CDS Hooks endpoints (CONTRACT.md §1): discovery, the services, feedback.
+
+One service per hook, each id listed once in discovery (CDS Hooks 2.0 clients key services by
+id): `oud-pathway` (patient-view), `oud-order-select`, `oud-order-sign`. The unlisted alias
+`oud-order-safety` (both order hooks under one id, as before) answers whichever order hook the
+request names, for EHRs configured with it. A request whose `hook` is not one its service
+answers is a 400 naming the service that does.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g
+from flask.blueprints import BlueprintSetupState
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from pathway.api.auth import require_caller
 from pathway.api.errors import ApiError
 from pathway.api.jsonio import json_response, read_json_body
-from pathway.api.observability import REQUEST_ID
+from pathway.api.observability import CDS_ROUTES, REQUEST_ID
 from pathway.api.schemas import load_or_400
+from pathway.cards import smart_app_link
+from pathway.config import service_routes
 from pathway.fhir.bundle import FHIR_ID, flatten
 from pathway.service import Service
 from pathway.workflow import HookCall
@@ -20,10 +31,23 @@ from pathway.workflow import HookCall
 log = logging.getLogger("pathway.cds")
 bp = Blueprint("cds", __name__)
 
-SERVICE_HOOKS = {
-    "oud-pathway": ("patient-view",),
-    "oud-order-safety": ("order-select", "order-sign"),
-}
+
+class Routes:
+    """What /cds-services serves, worked out once when the blueprint is registered."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        # id (listed or alias) -> hook -> prefetch templates
+        self.hooks: dict[str, dict[str, dict[str, str]]] = service_routes(doc)
+        # hook -> the listed service that answers it (named in the error for a wrong hook)
+        self.listed = {s["hook"]: s["id"] for s in doc["services"]}
+        self.discovery = orjson.dumps(
+            {"services": [{k: v for k, v in s.items() if k[0] != "_"} for s in doc["services"]]}
+        )
+
+
+def routes(app: Flask) -> Routes:
+    r: Routes = app.extensions[CDS_ROUTES]
+    return r
 
 
 class FhirAuthorizationSchema(Schema):
@@ -98,18 +122,44 @@ _hook_schema = HookRequestSchema()
 _feedback_schema = FeedbackSchema()
 
 
+NO_SUCH_SERVICE = "No CDS service with this id here (see GET /cds-services)."
+
+
 def _service() -> Service:
     svc: Service = current_app.extensions["pathway"]
     return svc
 
 
+@bp.record_once
+def _build_routes(state: BlueprintSetupState) -> None:
+    svc: Service = state.app.extensions["pathway"]
+    state.app.extensions[CDS_ROUTES] = Routes(svc.config.services)
+
+
 @bp.get("/cds-services")
 def discovery() -> Response:
-    services = [
-        {k: v for k, v in s.items() if not k.startswith("_")}
-        for s in _service().config.services["services"]
-    ]
-    return json_response({"services": services})
+    return Response(routes(current_app).discovery, mimetype="application/json")
+
+
+def _wrong_hook(
+    service_id: str, answers: dict[str, Any], hook: str, listed: dict[str, str]
+) -> ApiError:
+    hook = hook[:40]
+    which = " and ".join(answers)
+    right = listed.get(hook)
+    where = (
+        f"; for {hook} call /cds-services/{right}"
+        if right
+        else f"; this server answers {', '.join(listed)} (GET /cds-services)"
+    )
+    return ApiError(
+        400,
+        # the hook is named back only when it is one this server knows (never caller text)
+        f"Service {service_id} answers the {which} hook, not {repr(hook) if right else 'this one'}"
+        f"{where}.",
+        "not-supported",
+        expression=["hook"],
+    )
 
 
 def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -151,25 +201,22 @@ def _context(hook: str, context: dict[str, Any]) -> tuple[str, list[dict[str, An
 @bp.post("/cds-services/<service_id>")
 @require_caller
 def call(service_id: str) -> Response:
-    if service_id not in SERVICE_HOOKS:
-        raise ApiError(
-            404, "No CDS service with this id here (see GET /cds-services).", "not-found"
-        )
+    r = routes(current_app)
+    answers = r.hooks.get(service_id)
+    if answers is None:
+        raise ApiError(404, NO_SUCH_SERVICE, "not-found")
     req = load_or_400(_hook_schema, read_json_body(), "CDS Hooks request")
     hook = req["hook"]
     instance = str(req["hookInstance"])
     if REQUEST_ID.match(instance):
         g.request_id = instance  # log lines of this call carry the hook instance
-    if hook not in SERVICE_HOOKS[service_id]:
-        answers = " and ".join(SERVICE_HOOKS[service_id])
-        raise ApiError(
-            400, f"Service {service_id} answers {answers}, not this hook.", expression=["hook"]
-        )
+    if hook not in answers:
+        raise _wrong_hook(service_id, answers, hook, r.listed)
     patient_id, drafts = _context(hook, req["context"])
     svc = _service()
     answer = svc.workflow.hook(
         HookCall(
-            service_id,
+            r.listed[hook],  # an alias answers as the listed service of the request's hook
             hook,
             patient_id,
             req["context"],
@@ -180,6 +227,10 @@ def call(service_id: str) -> Response:
         )
     )
     cards, system_actions = answer.cards, answer.system_actions
+    if hook == "patient-view" and cards and svc.settings.smart_app_client_id:
+        # the clinician's app, opened on this evaluation (CONTRACT §6)
+        link = smart_app_link(svc.settings.base_url, instance, svc.clock().isoformat())
+        cards[0]["links"] = [*cards[0]["links"], link]
     body: dict[str, Any] = {"cards": cards}
     if system_actions:
         body["systemActions"] = system_actions
@@ -189,10 +240,8 @@ def call(service_id: str) -> Response:
 @bp.post("/cds-services/<service_id>/feedback")
 @require_caller
 def feedback(service_id: str) -> Response:
-    if service_id not in SERVICE_HOOKS:
-        raise ApiError(
-            404, "No CDS service with this id here (see GET /cds-services).", "not-found"
-        )
+    if service_id not in routes(current_app).hooks:
+        raise ApiError(404, NO_SUCH_SERVICE, "not-found")
     body = load_or_400(_feedback_schema, read_json_body(), "Feedback")
     svc = _service()
     for item in body["feedback"]:

@@ -1,6 +1,10 @@
 """Per-request plumbing: a request id in every log line, one access line per request (no
 patient data: paths carry no patient ids, and no query strings or bodies are logged), latency
-histograms per endpoint, and security headers."""
+histograms per endpoint, and security headers.
+
+The access line and the latency label name the CDS service called
+(`POST /cds-services/oud-order-sign 200 1.4ms`); an id that is not served here is named
+`<unknown>`, so arbitrary paths neither reach the log nor multiply the metric's labels."""
 
 from __future__ import annotations
 
@@ -8,11 +12,14 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from flask import Flask, Response, g, request
 
 log = logging.getLogger("pathway.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+CDS_ROUTES = "pathway.cds.routes"  # app.extensions key: the ids /cds-services serves
+UNKNOWN_SERVICE = "<unknown>"
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -44,6 +51,26 @@ def install(app: Flask) -> None:
         if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
             handler.addFilter(RequestIdFilter())
 
+    labels: dict[tuple[str, str], str] = {}  # (route, known service id) -> label
+
+    def endpoint_label() -> str:
+        rule = request.url_rule
+        if rule is None:
+            return "unmatched"
+        args = request.view_args
+        sid = args.get("service_id") if args else None
+        if not isinstance(sid, str):
+            return str(rule.rule)
+        key = (str(rule.rule), sid)
+        label = labels.get(key)
+        if label is None:
+            served: Any = app.extensions.get(CDS_ROUTES)
+            known = served is not None and sid in served.hooks
+            label = key[0].replace("<service_id>", sid if known else UNKNOWN_SERVICE)
+            if known:  # only served ids are kept: the cache stays as small as the label set
+                labels[key] = label
+        return label
+
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
@@ -64,7 +91,7 @@ def install(app: Flask) -> None:
         started = g.get("started")
         if started is not None:
             seconds = time.perf_counter() - started
-            endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            endpoint = endpoint_label()
             svc = app.extensions.get("pathway")
             if svc is not None:
                 svc.metrics.requests.labels(endpoint, f"{resp.status_code // 100}xx").observe(

@@ -130,12 +130,16 @@ def outcome(resp: Any, status: int, *words: str) -> None:
 
 def test_discovery(hooks: FlaskClient) -> None:
     services = hooks.get("/cds-services").get_json()["services"]
-    pairs = sorted((s["id"], s["hook"]) for s in services)
-    assert pairs == [
-        ("oud-order-safety", "order-select"),
-        ("oud-order-safety", "order-sign"),
+    ids = [s["id"] for s in services]
+    # CDS Hooks 2.0 clients key services by id: an id listed twice hides all but its last entry
+    assert len(ids) == len(set(ids)), f"an id is listed twice: {ids}"
+    assert all(isinstance(s["hook"], str) for s in services)  # one hook per service
+    assert sorted((s["id"], s["hook"]) for s in services) == [
+        ("oud-order-select", "order-select"),
+        ("oud-order-sign", "order-sign"),
         ("oud-pathway", "patient-view"),
     ]
+    assert "oud-order-safety" not in ids  # the alias is served, not listed
     for s in services:
         assert s["title"] and s["description"]
         assert set(s["prefetch"]) == {
@@ -148,6 +152,37 @@ def test_discovery(hooks: FlaskClient) -> None:
         }
         assert "category=" in s["prefetch"]["observations"]
         assert "_include=MedicationRequest:medication" in s["prefetch"]["medicationRequests"]
+
+
+def test_services_json_with_an_id_listed_twice_is_refused(tmp_path: Path) -> None:
+    from pathway.config import DEFAULT_CONFIG_DIR, ConfigError, load_services
+
+    doc = orjson.loads((DEFAULT_CONFIG_DIR / "services.json").read_bytes())
+    sign = next(s for s in doc["services"] if s["hook"] == "order-sign")
+    doc["services"].append({**sign, "hook": "order-select"})  # the 0.1 layout
+    bad = tmp_path / "services.json"
+    bad.write_bytes(orjson.dumps(doc))
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_services(bad)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"serves": ["oud-order-select", "oud-order-select"]}, "two services for one hook"),
+        ({"serves": ["oud-order-nope"]}, "listed service ids"),
+        ({"id": "oud-pathway"}, "is a listed service"),
+    ],
+)
+def test_services_json_bad_alias_is_refused(tmp_path: Path, change: Any, why: str) -> None:
+    from pathway.config import DEFAULT_CONFIG_DIR, ConfigError, load_services
+
+    doc = orjson.loads((DEFAULT_CONFIG_DIR / "services.json").read_bytes())
+    doc["unlistedAliases"][0].update(change)
+    bad = tmp_path / "services.json"
+    bad.write_bytes(orjson.dumps(doc))
+    with pytest.raises(ConfigError, match=why):
+        load_services(bad)
 
 
 # ------------------------------------------------------------------ patient-view
@@ -516,7 +551,7 @@ def test_order_hooks_need_draft_orders(hooks: FlaskClient) -> None:
     outcome(
         post(
             hooks,
-            "/cds-services/oud-order-safety",
+            "/cds-services/oud-order-sign",
             hook_request("order-sign", "p1", {}, context={"draftOrders": "not orders"}),
         ),
         400,
@@ -549,15 +584,23 @@ def _order_request(hook: str, drafts: list[dict[str, Any]], *resources: dict[str
     return hook_request(hook, "p1", prefetch, context=context)
 
 
-@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+ORDER_SERVICES = [
+    ("oud-order-select", "order-select"),
+    ("oud-order-sign", "order-sign"),
+    ("oud-order-safety", "order-select"),  # the unlisted alias serves either hook
+    ("oud-order-safety", "order-sign"),
+]
+
+
+@pytest.mark.parametrize(("service", "hook"), ORDER_SERVICES)
 def test_naltrexone_ordered_on_buprenorphine_is_critical(
-    open_app: Flask, hooks: FlaskClient, hook: str
+    open_app: Flask, hooks: FlaskClient, service: str, hook: str
 ) -> None:
     at(open_app, "2025-06-15T12:00:00Z")
     draft = med(NALTREXONE_TABLET)
     body = post(
         hooks,
-        "/cds-services/oud-order-safety",
+        f"/cds-services/{service}",
         _order_request(hook, [draft], condition(), med(BUP_NALOXONE_FILM, authored=day_ago(40))),
     ).get_json()
     assert_valid_response(body)
@@ -573,7 +616,7 @@ def test_draft_buprenorphine_naloxone_is_moud_not_an_analgesic(
     at(open_app, "2025-06-15T12:00:00Z")
     body = post(
         hooks,
-        "/cds-services/oud-order-safety",
+        "/cds-services/oud-order-sign",
         _order_request("order-sign", [med(BUP_NALOXONE_FILM)], condition()),
     ).get_json()
     codes = {c["summary"] for c in body["cards"]}
@@ -590,7 +633,7 @@ def test_opioid_with_benzodiazepine_warns_a_patient_without_oud(
     at(open_app, "2025-06-15T12:00:00Z")
     body = post(
         hooks,
-        "/cds-services/oud-order-safety",
+        "/cds-services/oud-order-select",
         _order_request(
             "order-select", [med(OXYCODONE_TABLET)], med(ALPRAZOLAM_TABLET, authored=day_ago(20))
         ),
@@ -607,7 +650,7 @@ def test_opioid_analgesic_for_oud_warns(open_app: Flask, hooks: FlaskClient) -> 
     at(open_app, "2025-06-15T12:00:00Z")
     body = post(
         hooks,
-        "/cds-services/oud-order-safety",
+        "/cds-services/oud-order-sign",
         _order_request("order-sign", [med(OXYCODONE_TABLET)], condition()),
     ).get_json()
     assert any("analgesic" in c["summary"] for c in body["cards"])
@@ -617,10 +660,67 @@ def test_harmless_draft_gives_no_card(open_app: Flask, hooks: FlaskClient) -> No
     at(open_app, "2025-06-15T12:00:00Z")
     body = post(
         hooks,
-        "/cds-services/oud-order-safety",
+        "/cds-services/oud-order-sign",
         _order_request("order-sign", [med("197361")], condition("I10")),
     ).get_json()  # amlodipine
     assert body == {"cards": []}
+
+
+def test_alias_answers_as_the_listed_service_of_the_hook(
+    open_app: Flask, hooks: FlaskClient
+) -> None:
+    """EHRs configured with the 0.1 id keep working: the same cards as the listed service."""
+    at(open_app, "2025-06-15T12:00:00Z")
+    for hook in ("order-select", "order-sign"):
+        drafts = [med(NALTREXONE_TABLET)]
+        request = _order_request(
+            hook, drafts, condition(), med(BUP_NALOXONE_FILM, authored=day_ago(40))
+        )
+        listed = post(hooks, f"/cds-services/oud-{hook}", request).get_json()
+        alias = post(hooks, "/cds-services/oud-order-safety", request).get_json()
+        assert listed["cards"]
+        assert [(c["summary"], c["indicator"]) for c in alias["cards"]] == [
+            (c["summary"], c["indicator"]) for c in listed["cards"]
+        ]
+
+
+@pytest.mark.parametrize(
+    ("service", "hook", "names"),
+    [
+        ("oud-order-sign", "order-select", "/cds-services/oud-order-select"),
+        ("oud-order-select", "order-sign", "/cds-services/oud-order-sign"),
+        ("oud-order-sign", "patient-view", "/cds-services/oud-pathway"),
+        ("oud-pathway", "order-select", "/cds-services/oud-order-select"),
+        ("oud-order-safety", "patient-view", "/cds-services/oud-pathway"),
+        # a hook name carries its major version (CDS Hooks "Hook Version"): another hook
+        ("oud-order-sign", "order-sign-2", "patient-view, order-select, order-sign"),
+        ("oud-order-sign", "Order-Sign", "patient-view, order-select, order-sign"),
+        ("oud-order-select", "medication-prescribe", "patient-view, order-select, order-sign"),
+    ],
+)
+def test_a_hook_the_service_does_not_answer_is_refused_clearly(
+    hooks: FlaskClient, service: str, hook: str, names: str
+) -> None:
+    context = {"draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": []}}
+    resp = post(hooks, f"/cds-services/{service}", hook_request(hook, "p1", {}, context=context))
+    outcome(resp, 400, service, f"not '{hook}'", names)
+    issue = resp.get_json()["issue"][0]
+    assert issue["code"] == "not-supported" and issue["expression"] == ["hook"]
+
+
+def test_an_order_select_without_selections_is_served(open_app: Flask, hooks: FlaskClient) -> None:
+    """order-select's `selections` is REQUIRED in CDS Hooks 2.0 but absent from some 1.x clients:
+    tolerated (every draft order is checked)."""
+    at(open_app, "2025-06-15T12:00:00Z")
+    request = _order_request(
+        "order-select",
+        [med(NALTREXONE_TABLET)],
+        condition(),
+        med(BUP_NALOXONE_FILM, authored=day_ago(40)),
+    )
+    del request["context"]["selections"]
+    body = post(hooks, "/cds-services/oud-order-select", request).get_json()
+    assert any(c["indicator"] == "critical" for c in body["cards"])
 
 
 # ------------------------------------------------------------------ feedback
@@ -657,6 +757,20 @@ def test_feedback_is_stored_durably(open_app: Flask, hooks: FlaskClient) -> None
         ("oud-pathway", "overridden"),
     ]
     assert "patient-refuses" in rows[1]["body"]
+
+
+@pytest.mark.parametrize(
+    "service", ["oud-pathway", "oud-order-select", "oud-order-sign", "oud-order-safety"]
+)
+def test_feedback_for_every_service_id(open_app: Flask, hooks: FlaskClient, service: str) -> None:
+    body = {
+        "feedback": [
+            {"card": "c-1", "outcome": "overridden", "outcomeTimestamp": "2025-06-15T12:00:00Z"}
+        ]
+    }
+    assert post(hooks, f"/cds-services/{service}/feedback", body).status_code == 200
+    rows = open_app.extensions["pathway"].store.feedback_rows()
+    assert [r["service_id"] for r in rows] == [service]
 
 
 @pytest.mark.parametrize(
@@ -753,6 +867,30 @@ def test_replayed_jti_is_refused(secure: FlaskClient, signer: Signer) -> None:
     with pathway_log() as logged:
         outcome(post(secure, "/cds-services/oud-pathway", _pv(), token), 401, UNAUTHENTICATED)
     assert any("jti already used" in m for m in logged), logged
+
+
+@pytest.mark.parametrize(
+    ("service", "hook"),
+    [("oud-pathway", "patient-view"), *ORDER_SERVICES],
+)
+def test_every_service_url_takes_tokens_for_itself_only(
+    secure_app: Flask, secure: FlaskClient, signer: Signer, service: str, hook: str
+) -> None:
+    """JWT `aud` is the exact endpoint URL called: each id's URL works, and a token for one
+    service is refused at another."""
+    at(secure_app, "2025-06-15T12:00:00Z")
+    if hook == "patient-view":
+        request = _pv()
+    else:
+        request = _order_request(hook, [med(NALTREXONE_TABLET)], condition())
+    path = f"/cds-services/{service}"
+    assert post(secure, path, request, signer.token(PUBLIC + path)).status_code == 200
+    other = (
+        "/cds-services/oud-order-sign"
+        if service != "oud-order-sign"
+        else "/cds-services/oud-pathway"
+    )
+    outcome(post(secure, path, request, signer.token(PUBLIC + other)), 401, "aud")
 
 
 def test_feedback_needs_a_caller_too(secure: FlaskClient, signer: Signer) -> None:

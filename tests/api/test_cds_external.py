@@ -32,8 +32,8 @@ RAW = sorted((EXTERNAL / "requests-upstream-raw").rglob("*.json"))
 CDC_SERVER = "http://localhost:8080/fhir"
 SERVICE = {
     "patient-view": "oud-pathway",
-    "order-select": "oud-order-safety",
-    "order-sign": "oud-order-safety",
+    "order-select": "oud-order-select",
+    "order-sign": "oud-order-sign",
 }
 
 
@@ -86,7 +86,11 @@ def test_cdc_suboxone_order_is_moud(app: Flask) -> None:
     app.extensions["pathway"].clock = lambda: moment
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         _empty_server(rsps)
-        body = app.test_client().post("/cds-services/oud-order-safety", json=request).get_json()
+        body = (
+            app.test_client()
+            .post(f"/cds-services/{SERVICE[request['hook']]}", json=request)
+            .get_json()
+        )
     summaries = [c["summary"] for c in body["cards"]]
     assert not any("analgesic" in s for s in summaries)
     assert any("naloxone" in s.lower() for s in summaries)

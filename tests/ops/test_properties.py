@@ -115,6 +115,8 @@ def assert_answer(resp: Any) -> None:
 
 ENDPOINTS = [
     "/cds-services/oud-pathway",
+    "/cds-services/oud-order-select",
+    "/cds-services/oud-order-sign",
     "/cds-services/oud-order-safety",
     "/cds-services/oud-pathway/feedback",
     "/fhir/PlanDefinition/oud-care-pathway/$apply",
