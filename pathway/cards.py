@@ -6,8 +6,11 @@ A clinician reads the summary (< 140 characters) and the Markdown detail; the EH
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from pathway.fhir.careplan import (
@@ -18,7 +21,7 @@ from pathway.fhir.careplan import (
     careplan_urn,
     task_urn,
 )
-from pathway.rules.model import Decision, SafetyFlag
+from pathway.rules.model import Decision, PlannedTask, SafetyFlag
 
 EXTENSION_KEY = "io.github.oud-pathway.assessment"
 SEVERITY = {"info": 0, "warning": 1, "critical": 2}
@@ -34,9 +37,72 @@ def _short(text: str, limit: int = MAX_SUMMARY) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip(" ,;:.") + "…"
 
 
+# Markdown punctuation that could make text from EHR data into markup (a link, HTML, emphasis,
+# code, a table cell): backslash-escaped, as CommonMark allows for any ASCII punctuation.
+_MD_ESCAPES = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|"})
+
+
 def _md(text: str) -> str:
-    """Plain text safe inside a Markdown table cell or list item."""
-    return " ".join(text.split()).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+    """Plain text (from rules or EHR data) safe inside a Markdown paragraph or list item."""
+    return " ".join(text.split()).translate(_MD_ESCAPES)
+
+
+# ---------------------------------------------------------------- the patient-view detail
+MAX_DETAIL_LINES = 26  # lines of the detail (not counting blank ones): README "The pathway card"
+NEXT_STEPS = 3  # the most urgent tasks, shown before the options
+LINE_CHARS = 96  # an option's or a next step's line, as read: one line on a card ~640 px wide
+MIN_REASON = 40  # characters of its reason at the least
+MAX_NOTES = 3  # notes on the data shown on the card (all of them are in the CarePlan)
+GROUP_HEADINGS = ("Also due now", "This week", "Later")
+PRIORITY_RANK = {"stat": 0, "asap": 1, "urgent": 2, "routine": 3}
+WEEK = timedelta(days=7)
+_PARENTHESES = re.compile(r"\s*\([^()]*\)")
+_briefs: dict[tuple[str, int], str] = {}
+
+
+def _brief(text: str, limit: int) -> str:
+    """The first sentence of `text` without its parentheses, cut to `limit` characters at a
+    clause (after '; ' or ', ') or else at a word. Reasons come from a small set of templates:
+    cached (bounded)."""
+    key = (text, limit)
+    out = _briefs.get(key)
+    if out is not None:
+        return out
+    out = " ".join(_PARENTHESES.sub("", text).split())
+    stop = out.find(". ")
+    if stop >= 0:
+        out = out[: stop + 1]
+    if len(out) > limit:
+        cut = out[: limit - 1]
+        at = max(cut.rfind("; "), cut.rfind(", "))
+        if at <= limit // 2:
+            at = cut.rfind(" ")
+        out = (cut[:at] if at > limit // 2 else cut).rstrip(" ,;:.—") + "…"
+    if len(_briefs) >= 4096:
+        _briefs.clear()
+    _briefs[key] = out
+    return out
+
+
+def due_group(t: PlannedTask, today: date) -> int:
+    """0: due now (due today or earlier, or not routine), 1: within 7 days, 2: later."""
+    if t.due <= today or t.priority != "routine":
+        return 0
+    return 1 if t.due <= today + WEEK else 2
+
+
+def urgent_first(tasks: Sequence[PlannedTask], today: date) -> list[PlannedTask]:
+    """Tasks most urgent first: by due group, then due date, then priority, then plan order."""
+    order = sorted(
+        range(len(tasks)),
+        key=lambda i: (
+            due_group(tasks[i], today),
+            tasks[i].due,
+            PRIORITY_RANK.get(tasks[i].priority, 3),
+            i,
+        ),
+    )
+    return [tasks[i] for i in order]
 
 
 @dataclass(frozen=True)
@@ -75,6 +141,7 @@ class CardBuilder:
                 "medication": m.medication,
                 "status": m.status,
                 "reasons": list(m.reasons),
+                "rules": list(m.rules),
             }
             if m.evidence:
                 item["evidence"] = list(m.evidence)
@@ -84,6 +151,7 @@ class CardBuilder:
             "returnToUse": d.return_to_use,
             "suspectedOud": d.suspected_oud,
             "medications": meds,
+            "phaseRule": d.phase_rule,
             "planDefinition": self.writer.cfg.plan_definition,
         }
         if d.tasks:
@@ -107,6 +175,7 @@ class CardBuilder:
         indicator: str,
         detail: str,
         suggestions: list[dict[str, Any]],
+        links: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         card: dict[str, Any] = {
             "uuid": _uuid(),
@@ -115,7 +184,7 @@ class CardBuilder:
             "detail": detail,
             "source": self._source(d),
             "overrideReasons": self.s.override_reasons,
-            "links": self.s.links,
+            "links": links if links is not None else self.s.links,
             "extension": {EXTENSION_KEY: self.assessment(d)},
         }
         if suggestions:
@@ -188,8 +257,18 @@ class CardBuilder:
 
     # ------------------------------------------------------------ patient-view
     def pathway_card(
-        self, d: Decision, notes: list[str], evidence_dates: dict[str, str]
+        self,
+        d: Decision,
+        notes: list[str],
+        evidence_dates: Mapping[str, str] | None = None,
+        app_link: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
+        """The patient-view card, or None outside the pathway.
+
+        `app_link` is the clinician app's SMART link (CONTRACT.md §6): the card's first link, and
+        the detail ends by naming it as where the full picture is. `evidence_dates` is accepted
+        from callers that have them; the compact detail leaves the evidence to the app and the
+        CarePlan narrative (the extension keeps it per medication)."""
         if d.phase == "not-applicable":
             return None
         flags = sorted(d.flags, key=lambda f: -SEVERITY[f.indicator])
@@ -229,61 +308,101 @@ class CardBuilder:
         tasks = self.tasks_suggestion(d)
         if tasks is not None:
             suggestions.append(tasks)
-        return self._card(d, summary, indicator, self.detail(d, notes, evidence_dates), suggestions)
+        links = [app_link, *self.s.links] if app_link else self.s.links
+        return self._card(
+            d, summary, indicator, self.detail(d, notes, app_link), suggestions, links
+        )
 
-    def detail(self, d: Decision, notes: list[str], evidence_dates: dict[str, str]) -> str:
+    def detail(self, d: Decision, notes: list[str], app_link: dict[str, Any] | None = None) -> str:
+        """The card's Markdown, read top-down in a few seconds: the phase and why (one line),
+        the safety flags (critical first), the most urgent tasks; then one short line per
+        medication option and per remaining task (grouped by when they are due). Every line is
+        a paragraph or a list item, so clients with and without soft line breaks agree."""
+        today = d.as_of.date()
         tags = [
             t
-            for t, on in (
-                ("return to use", d.return_to_use),
-                ("suspected OUD: assess with the DSM-5 criteria", d.suspected_oud),
-            )
+            for t, on in (("return to use", d.return_to_use), ("suspected OUD", d.suspected_oud))
             if on
         ]
+        title = PHASE_TITLES[d.phase].split(" (")[0]
         lines = [
-            f"**Phase: {PHASE_TITLES[d.phase]}**" + (f" — {', '.join(tags)}" if tags else ""),
-            "",
-            _md(" ".join(d.phase_reasons)),
+            f"**{title}**"
+            + (f" ({', '.join(tags)})" if tags else "")
+            + f": {_md(' '.join(d.phase_reasons))}",
             "",
         ]
         if d.flags:
             lines.append("**Safety**")
-            lines.append("")
             for f in sorted(d.flags, key=lambda f: -SEVERITY[f.indicator]):
-                lines.append(f"- **{f.indicator.upper()}** {_md(f.summary)}: {_md(f.detail)}")
+                if f.indicator == "info":
+                    lines.append(f"- Info: {_md(f.summary)}")
+                else:
+                    label = "**CRITICAL**" if f.indicator == "critical" else "**Warning**"
+                    room = LINE_CHARS - len(f.summary) - len(label) - 4
+                    why = _brief(f.detail, max(MIN_REASON, room))
+                    lines.append(f"- {label}: {_md(f.summary)}: {_md(why)}")
+            lines.append("")
+        ranked = urgent_first(d.tasks, today)
+        if ranked:
+            lines.append("**Next steps**")
+            for i, t in enumerate(ranked[:NEXT_STEPS], 1):
+                head = self._task_line(t, today)
+                why = _brief(t.reason, max(MIN_REASON, LINE_CHARS - len(head) - 5))
+                lines.append(f"{i}. {_md(head)}: {_md(why)}")
             lines.append("")
         lines.append("**Medication options** (agonist treatment is first-line)")
-        lines.append("")
-        lines.append("| Medication | Status | Why |")
-        lines.append("|---|---|---|")
         for m in d.medications:
-            lines.append(
-                f"| {m.medication} | {STATUS_WORDS[m.status]} | {_md(' '.join(m.reasons))} |"
-            )
+            head = f"{m.medication} {m.status.replace('-', ' ')}"
+            why = ""
+            if m.reasons:
+                why = " — " + _md(_brief(m.reasons[0], max(MIN_REASON, LINE_CHARS - len(head) - 3)))
+            lines.append(f"- **{m.medication}** {m.status.replace('-', ' ')}{why}")
         lines.append("")
-        if d.tasks:
-            lines.append("**Next steps**")
-            lines.append("")
-            for t in d.tasks:
-                name = self.writer.action_display.get(t.code, t.code)
-                lines.append(
-                    f"- {_md(name)}, due {t.due.isoformat()}"
-                    + (" (urgent)" if t.priority != "routine" else "")
-                    + f": {_md(t.reason)}"
-                )
-            lines.append("")
-        if d.evidence:
-            items = [
-                f"{r} ({evidence_dates[r]})" if r in evidence_dates else r for r in d.evidence[:20]
-            ]
-            more = f" and {len(d.evidence) - 20} more" if len(d.evidence) > 20 else ""
-            lines.append(f"Evidence: {_md(', '.join(items))}{more}.")
-            lines.append("")
-        for n in [*d.notes, *notes[:10]]:
-            lines.append(f"_{_md(n)}_")
-            lines.append("")
+        tail: list[str] = []  # after the tasks: notes on the data, the app, the disclaimer
+        shown = list(dict.fromkeys([*d.notes, *notes]))
+        tail.extend(f"_{_md(n)}_" for n in shown[:MAX_NOTES])
+        if len(shown) > MAX_NOTES:
+            tail.append(f"_{len(shown) - MAX_NOTES} more notes on the data: see the care plan._")
+        if app_link:
+            tail.append("Full plan, timeline and evidence: **open the app** (link below).")
+        tail.append(f"_{DISCLAIMER}_")
+        rest = ranked[NEXT_STEPS:]
+        groups = [[t for t in rest if due_group(t, today) == g] for g in range(3)]
+        used = sum(1 for x in lines if x) + len(tail) + sum(1 for g in groups if g)
+        # Tasks due later than a week give way first when the card would pass its bound; the
+        # ones not shown are counted on one line (all are in the care plan and the app).
+        room = MAX_DETAIL_LINES - used
+        if len(rest) > room and groups[2]:
+            keep = max(0, room - 1 - len(groups[0]) - len(groups[1]))
+            hidden = groups[2][keep:]
+            groups[2] = groups[2][:keep]
+            last = max(t.due for t in hidden).isoformat()
+            more = f"- {len(hidden)} more, due by {last} (all in the care plan)"
+        else:
+            more = ""
+        for heading, items in zip(GROUP_HEADINGS, groups, strict=True):
+            if items or (more and heading == GROUP_HEADINGS[2]):
+                lines.append(f"**{heading}**")
+                lines.extend(f"- {_md(self._task_line(t, today))}" for t in items)
+                if more and heading == GROUP_HEADINGS[2]:
+                    lines.append(more)
+                lines.append("")
+        for x in tail[:-1]:
+            lines.extend((x, ""))
         lines.append(f"_{DISCLAIMER}_")
         return "\n".join(lines)
+
+    def _task_line(self, t: PlannedTask, today: date) -> str:
+        """'Name (urgent), due 2024-11-27' as plain text."""
+        name = self.writer.action_display.get(t.code, t.code)
+        urgency = f" ({t.priority})" if t.priority != "routine" else ""
+        if t.due < today:
+            when = f"overdue since {t.due.isoformat()}"
+        elif t.due == today:
+            when = "due today"
+        else:
+            when = f"due {t.due.isoformat()}"
+        return f"{name}{urgency}, {when}"
 
     # ------------------------------------------------------------ order-select / order-sign
     def order_cards(self, d: Decision) -> list[dict[str, Any]]:

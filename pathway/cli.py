@@ -1,4 +1,4 @@
-"""`pathway serve | evaluate | sync | seed`: the command line."""
+"""`pathway serve | evaluate | rules | sync | seed`: the command line."""
 
 from __future__ import annotations
 
@@ -58,24 +58,26 @@ def summary(ev: Evaluation, action_display: dict[str, str]) -> str:
     lines = [
         f"Patient/{d.patient_id} as of {d.as_of.isoformat().replace('+00:00', 'Z')}",
         f"Phase: {d.phase} - {PHASE_TITLES[d.phase]}" + (f" [{', '.join(flags)}]" if flags else ""),
-        "Why: " + " ".join(d.phase_reasons),
+        "Why: " + " ".join(d.phase_reasons) + f" [{d.phase_rule}]",
     ]
     if d.phase != "not-applicable":
         lines.append("")
         lines.append("Medication options:")
         for m in d.medications:
             lines.append(f"  {m.medication:<14} {STATUS_WORDS[m.status]}")
-            for r in m.reasons:
-                lines.append(f"      - {r}")
+            for r, rule in zip(m.reasons, m.rules, strict=False):
+                lines.append(f"      - {r} [{rule}]")
         if d.flags:
             lines.append("")
             lines.append("Safety:")
             for f in d.flags:
-                lines.append(f"  [{f.indicator}] {f.summary}: {f.detail}")
+                lines.append(f"  [{f.indicator}] {f.summary}: {f.detail} [{f.rule}]")
         lines.append("")
         lines.append("Tasks:")
         for t in d.tasks:
-            lines.append(f"  {t.code:<26} due {t.due.isoformat()} ({t.priority}): {t.reason}")
+            lines.append(
+                f"  {t.code:<26} due {t.due.isoformat()} ({t.priority}): {t.reason} [{t.rule}]"
+            )
     notes = [*d.notes, *ev.notes]
     if notes:
         lines.append("")
@@ -86,12 +88,48 @@ def summary(ev: Evaluation, action_display: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def decision_json(ev: Evaluation) -> dict[str, Any]:
+    """The decision for machines, every reason with the id of its rule."""
+    d = ev.decision
+    return {
+        "patient": d.patient_id,
+        "asOf": d.as_of.isoformat().replace("+00:00", "Z"),
+        "phase": d.phase,
+        "phaseRule": d.phase_rule,
+        "phaseReasons": list(d.phase_reasons),
+        "returnToUse": d.return_to_use,
+        "suspectedOud": d.suspected_oud,
+        "medications": [
+            {
+                "medication": m.medication,
+                "status": m.status,
+                "reasons": list(m.reasons),
+                "rules": list(m.rules),
+                "evidence": list(m.evidence),
+            }
+            for m in d.medications
+        ],
+        "flags": [
+            {"code": f.code, "indicator": f.indicator, "summary": f.summary, "rule": f.rule}
+            for f in d.flags
+        ],
+        "tasks": [
+            {"code": t.code, "due": t.due.isoformat(), "priority": t.priority, "rule": t.rule}
+            for t in d.tasks
+        ],
+        "rulesFired": list(d.rules_fired),
+        "notes": [*d.notes, *ev.notes],
+    }
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     config = load_config(settings.config_dir, settings.profiles_dir)
     evaluator = Evaluator(config)
     data, file_as_of = _read_input(args.file)
     as_of = _as_of(args.as_of, file_as_of)
+    if args.explain:
+        return _explain(config, data, as_of, args)
     try:
         ev = evaluator.evaluate(data, as_of, patient_id=args.patient)
     except NoPatientError as e:
@@ -101,8 +139,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sys.stdout.write(
             orjson.dumps(evaluator.apply_bundle(ev), option=orjson.OPT_INDENT_2).decode() + "\n"
         )
+    elif args.format == "json":
+        sys.stdout.write(
+            orjson.dumps(decision_json(ev), option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
     else:
         print(summary(ev, evaluator.writer.action_display))
+    return 0
+
+
+def _explain(config: Any, data: Any, as_of: datetime, args: argparse.Namespace) -> int:
+    from pathway import explain
+
+    try:
+        e = explain.explain(config, data, as_of, patient_id=args.patient)
+    except NoPatientError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(e.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(explain.as_text(e))
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from pathway import rulebook
+
+    settings = Settings.from_env()
+    load_config(settings.config_dir, settings.profiles_dir)  # the same checks as at start
+    raw = rulebook.load_raw(settings.config_dir)
+    if args.format == "json":
+        sys.stdout.write(
+            orjson.dumps(rulebook.as_json(raw), option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
+    elif args.format == "markdown":
+        sys.stdout.write(rulebook.as_markdown(raw))
+    else:
+        print(rulebook.as_text(raw))
     return 0
 
 
@@ -318,8 +392,25 @@ def main(argv: list[str] | None = None) -> int:
         help="evaluation time, e.g. 2025-06-15T12:00:00Z (default: now, or the scenario's asOf)",
     )
     ev.add_argument("--patient", help="patient id when the Bundle holds several")
-    ev.add_argument("--format", choices=("text", "fhir"), default="text")
+    ev.add_argument(
+        "--explain",
+        action="store_true",
+        help="show which resources were read as which facts, which were ignored and why, and "
+        "which rules fired",
+    )
+    ev.add_argument(
+        "--format",
+        choices=("text", "fhir", "json"),
+        default="text",
+        help="text (default); fhir: the $apply Bundle; json: the --explain report as JSON",
+    )
     ev.set_defaults(func=cmd_evaluate)
+
+    rules = sub.add_parser(
+        "rules", help="print the rule catalogue (id, section, source, config keys and values)"
+    )
+    rules.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    rules.set_defaults(func=cmd_rules)
 
     sync = sub.add_parser("sync", help="read a patient from a FHIR server, evaluate, write back")
     sync.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")

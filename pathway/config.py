@@ -159,6 +159,8 @@ def _task_rules(raw: Any, file: Path) -> dict[str, rc.TaskRule]:
             spec["interval_by_phase"] = interval
         elif interval is not None:
             spec["interval_days"] = interval
+        if interval is not None and spec.get("interval_months") is not None:
+            raise ConfigError(file, where, "give interval_days or interval_months, not both")
         rule = _build(rc.TaskRule, spec, file, where)
         if rule.priority not in ("routine", "urgent", "asap", "stat"):
             raise ConfigError(
@@ -181,7 +183,7 @@ OBSERVATION_CODES = ("cows-total", "dsm5-oud-criteria-count", "last-opioid-use",
 # Task thresholds the rules read directly (PATHWAY.md §7-8): no default lives in the code.
 REQUIRED_TASK_FIELDS = {
     "collect-uds": ("naltrexone_not_yet_days",),
-    "order-lft": ("buprenorphine_interval_days",),
+    "order-lft": ("buprenorphine_interval_months",),
     "pregnancy-test": ("min_age", "max_age"),
 }
 

@@ -50,6 +50,7 @@ class HookCall:
     drafts: list[dict[str, Any]]
     fhir_server: str | None
     token: str | None  # the hook's fhirAuthorization access token, never stored
+    app_link: dict[str, Any] | None = None  # the clinician app's SMART link for the card
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,9 @@ class Workflow:
         decision = ev.decision
         actions: list[Any] = []
         if call.hook == "patient-view":
-            card = self.cards.pathway_card(decision, ev.notes, ev.evidence_dates)
+            card = self.cards.pathway_card(
+                decision, ev.notes, ev.evidence_dates, app_link=call.app_link
+            )
             cards = [card] if card is not None else []
             existing = None
             if self.settings.writeback == "direct" and {"carePlans", "tasks"} <= resolved.known:

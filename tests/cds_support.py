@@ -15,6 +15,8 @@ from conformance import assert_no_empty, assert_valid_resource
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from pathway.rules.catalogue import all_rules
+
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MEDICATIONS = {"buprenorphine", "methadone", "naltrexone", "naloxone", "lofexidine", "clonidine"}
 STATUSES = {
@@ -116,6 +118,9 @@ def hook_request(
     return body
 
 
+RULE_IDS = frozenset(r.id for r in all_rules())
+
+
 def empty_patient_view(patient: dict[str, Any]) -> dict[str, Any]:
     """A patient-view request for `patient` whose prefetch says "no data" for every other key
     (the smallest request that is answered 200)."""
@@ -158,6 +163,9 @@ def assert_valid_card(card: dict[str, Any]) -> None:
     )
     for m in a["medications"]:
         assert m["medication"] in MEDICATIONS and m["status"] in STATUSES and m["reasons"]
+        # Every reason carries the id of its rule (CONTRACT §1), from the catalogue.
+        assert len(m["rules"]) == len(m["reasons"]), m
+        assert set(m["rules"]) <= RULE_IDS, m["rules"]
         for ref in m.get("evidence", []):
             assert re.match(r"^[A-Z][A-Za-z]+/[^/]+$", ref) or ref.startswith(("urn:", "http"))
     for code in a.get("tasks", []):

@@ -33,7 +33,7 @@ def edit_yaml(cfg_dir: Path, change: object) -> None:
 
 
 def test_shipped_config_loads(config: LoadedConfig) -> None:
-    assert config.pathway.version == "1.0.0"
+    assert config.pathway.version == "1.1.0"
     assert config.pathway.cows.buprenorphine_start_min == 8
     assert config.pathway.tasks["collect-uds"].interval_by_phase == {
         "assessment": 30,
@@ -172,7 +172,7 @@ def test_a_task_code_the_codesystem_does_not_define_is_refused(cfg_dir: Path) ->
     ("task", "name"),
     [
         ("collect-uds", "naltrexone_not_yet_days"),
-        ("order-lft", "buprenorphine_interval_days"),
+        ("order-lft", "buprenorphine_interval_months"),
         ("pregnancy-test", "min_age"),
         ("pregnancy-test", "max_age"),
     ],

@@ -214,6 +214,10 @@ def call(service_id: str) -> Response:
         raise _wrong_hook(service_id, answers, hook, r.listed)
     patient_id, drafts = _context(hook, req["context"])
     svc = _service()
+    app_link = None
+    if hook == "patient-view" and svc.settings.smart_app_client_id:
+        # the clinician's app, opened on this evaluation (CONTRACT §6): the card's first link
+        app_link = smart_app_link(svc.settings.base_url, instance, svc.clock().isoformat())
     answer = svc.workflow.hook(
         HookCall(
             r.listed[hook],  # an alias answers as the listed service of the request's hook
@@ -224,13 +228,10 @@ def call(service_id: str) -> Response:
             drafts,
             req.get("fhirServer"),
             (req.get("fhirAuthorization") or {}).get("access_token"),
+            app_link,
         )
     )
     cards, system_actions = answer.cards, answer.system_actions
-    if hook == "patient-view" and cards and svc.settings.smart_app_client_id:
-        # the clinician's app, opened on this evaluation (CONTRACT §6)
-        link = smart_app_link(svc.settings.base_url, instance, svc.clock().isoformat())
-        cards[0]["links"] = [*cards[0]["links"], link]
     body: dict[str, Any] = {"cards": cards}
     if system_actions:
         body["systemActions"] = system_actions

@@ -97,6 +97,7 @@ class PlanWriter:
         self.flag_system = f"{canon}/CodeSystem/oud-pathway-flag"
         self.action_system = f"{canon}/CodeSystem/oud-pathway-action"
         self.suitability_url = f"{canon}/StructureDefinition/medication-suitability"
+        self.rule_url = f"{canon}/StructureDefinition/pathway-rule"
         self.careplan_profile = f"{canon}/StructureDefinition/oud-pathway-careplan"
         self.task_profile = f"{canon}/StructureDefinition/oud-pathway-task"
         actions = config.conformance.get("CodeSystem", {}).get("oud-pathway-action", {})
@@ -109,9 +110,13 @@ class PlanWriter:
     # ---------------------------------------------------------------- Task
     def task(self, d: Decision, t: PlannedTask, careplan_ref: str) -> dict[str, Any]:
         display = self.action_display.get(t.code, t.code)
-        return {
+        task: dict[str, Any] = {
             "resourceType": "Task",
             "meta": {"profile": [self.task_profile], "security": SECURITY},
+        }
+        if t.rule:
+            task["extension"] = [{"url": self.rule_url, "valueCode": t.rule}]
+        task |= {
             "identifier": [{"system": f"{self.canon}/task", "value": f"{d.patient_id}:{t.code}"}],
             "basedOn": [{"reference": careplan_ref}],
             "status": "requested",
@@ -127,6 +132,7 @@ class PlanWriter:
             "requester": DEVICE_REF,
             "restriction": {"period": {"end": t.due.isoformat()}},
         }
+        return task
 
     # ---------------------------------------------------------------- CarePlan
     def careplan(
@@ -215,7 +221,10 @@ class PlanWriter:
     def _medication_activity(self, m: MedicationOption) -> dict[str, Any]:
         coding = self.cfg.medication_codes[m.medication]
         detail: dict[str, Any] = {
-            "extension": [{"url": self.suitability_url, "valueCode": m.status}],
+            "extension": [
+                {"url": self.suitability_url, "valueCode": m.status},
+                *({"url": self.rule_url, "valueCode": r} for r in m.rules),
+            ],
             "kind": "MedicationRequest",
             "status": "in-progress" if m.status == "active" else "not-started",
             "productCodeableConcept": {

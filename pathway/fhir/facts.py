@@ -197,12 +197,27 @@ class Reading:
     facts: Facts
     notes: list[str] = field(default_factory=list)  # data problems a clinician should know of
     evidence_dates: dict[str, str] = field(default_factory=dict)
+    trace: list[Traced] = field(default_factory=list)  # only from an explaining reader
+
+
+@dataclass(frozen=True, slots=True)
+class Traced:
+    """What the reader made of one resource (`pathway evaluate --explain`)."""
+
+    ref: str
+    resource_type: str
+    read_as: tuple[str, ...]  # the facts it became, e.g. "drug screen fentanyl: positive"
+    ignored: str | None  # why it became no fact (None when it became some)
+    notes: tuple[str, ...] = ()
 
 
 class FactReader:
     """Reads one patient's resources into Facts, with the deployment's value sets."""
 
-    def __init__(self, config: LoadedConfig) -> None:
+    def __init__(self, config: LoadedConfig, explain: bool = False) -> None:
+        # `explain`: keep a trace of what each resource became (for integration engineers);
+        # the service's reader never does (no cost on the hook's path).
+        self.explain = explain
         self.cfg = config
         self.t = config.terminology
         canon = config.pathway.canonical
@@ -309,31 +324,57 @@ class FactReader:
         uses: list[LastUse] = []
         stages: list[StageOfChange] = []
         tasks: list[TaskRecord] = []
+        trace: list[Traced] = []
         referenced = False
         for res, url in flat.resources:
             rtype = res.get("resourceType")
             if not referenced and self._names_patient(res) and self._belongs(res, own_refs, pid):
                 referenced = True  # the data is about this patient (whatever the type)
             if rtype not in READ_TYPES:
+                if self.explain:
+                    trace.append(_not_read(res, url, pid))
                 continue  # Encounters, Claims, ...: not facts of the pathway
             if not self._belongs(res, own_refs, pid):
+                if self.explain:
+                    trace.append(_traced(res, url, (), "about another patient"))
                 continue
+            if self.explain:
+                before = (
+                    len(conditions),
+                    len(orders),
+                    len(screens),
+                    len(measurements),
+                    len(uses),
+                    len(stages),
+                    len(tasks),
+                    len(notes),
+                )
             if rtype == "Observation":
                 self._observation(res, url, screens, measurements, uses, stages, notes)
-                continue
-            ref = ref_of(res, url)
-            if rtype == "Condition":
-                c = self._condition(res, ref)
-                if c is not None:
-                    conditions.append(c)
-            elif rtype == "MedicationRequest":
-                o = self._order(res, ref, by_key, notes)
-                if o is not None and o.status not in NOT_HISTORY_STATUSES:
-                    orders.append(o)
-            elif rtype == "Task":
-                t = self._task(res, ref)
-                if t is not None:
-                    tasks.append(t)
+            else:
+                ref = ref_of(res, url)
+                if rtype == "Condition":
+                    c = self._condition(res, ref)
+                    if c is not None:
+                        conditions.append(c)
+                elif rtype == "MedicationRequest":
+                    o = self._order(res, ref, by_key, notes)
+                    if o is not None and o.status not in NOT_HISTORY_STATUSES:
+                        orders.append(o)
+                elif rtype == "Task":
+                    t = self._task(res, ref)
+                    if t is not None:
+                        tasks.append(t)
+            if self.explain:
+                trace.append(
+                    _trace_of(
+                        res,
+                        url,
+                        before,
+                        (conditions, orders, screens, measurements, uses, stages, tasks),
+                        notes,
+                    )
+                )
 
         if patient_res is None and not referenced and strict_subject:
             raise NoPatientError(f"the data holds no Patient/{pid} and nothing that refers to it")
@@ -365,7 +406,7 @@ class FactReader:
             tasks=tuple(tasks),
             draft_orders=tuple(draft_orders),
         )
-        return Reading(facts, notes)
+        return Reading(facts, notes, trace=trace)
 
     @staticmethod
     def _pick_patient(
@@ -635,6 +676,78 @@ class FactReader:
         )
         status = res.get("status") if isinstance(res.get("status"), str) else "unknown"
         return TaskRecord(ref, code, str(status), when)
+
+
+def _traced(
+    res: dict[str, Any], url: str | None, read_as: tuple[str, ...], why: str | None, *notes: str
+) -> Traced:
+    return Traced(ref_of(res, url), str(res.get("resourceType")), read_as, why, notes)
+
+
+def _not_read(res: dict[str, Any], url: str | None, pid: str) -> Traced:
+    rtype = res.get("resourceType")
+    if rtype == "Patient":
+        same = res.get("id") == pid
+        return _traced(
+            res,
+            url,
+            ("the patient (age, sex)",) if same else (),
+            None if same else ("another patient"),
+        )
+    if rtype == "Medication":
+        return _traced(res, url, ("the drug of the requests that cite it",), None)
+    return _traced(res, url, (), f"{rtype} is not a resource type the pathway reads")
+
+
+def _describe_fact(fact: Any) -> str:
+    if isinstance(fact, ConditionFact):
+        return f"condition [{', '.join(sorted(fact.tags))}] ({fact.clinical_status or 'no status'})"
+    if isinstance(fact, MedicationOrder):
+        groups = ", ".join(sorted(fact.groups)) or "no drug group of the pathway"
+        return f"medication order [{groups}] ({fact.status})"
+    if isinstance(fact, DrugScreen):
+        return f"drug screen {fact.analyte}: {fact.result.value}"
+    if isinstance(fact, Measurement):
+        value = f"{fact.value:g}" if fact.value is not None else fact.result.value
+        return f"{fact.kind}: {value}"
+    if isinstance(fact, LastUse):
+        return f"last opioid use ({fact.opioid_type or 'type not recorded: long-acting'})"
+    if isinstance(fact, StageOfChange):
+        return f"stage of change: {fact.stage or 'unreadable'}"
+    if isinstance(fact, TaskRecord):
+        return f"a Task of this service: {fact.code} ({fact.status})"
+    return type(fact).__name__  # pragma: no cover
+
+
+def _trace_of(
+    res: dict[str, Any],
+    url: str | None,
+    before: tuple[int, ...],
+    lists: tuple[list[Any], ...],
+    notes: list[str],
+) -> Traced:
+    new_notes = tuple(notes[before[-1] :])
+    read_as = tuple(
+        _describe_fact(fact) for n, items in zip(before, lists, strict=False) for fact in items[n:]
+    )
+    if read_as:
+        return _traced(res, url, read_as, None, *new_notes)
+    rtype = res.get("resourceType")
+    status = res.get("status")
+    verification = _status_code(res.get("verificationStatus"))
+    if rtype == "Observation" and status in IGNORED_OBSERVATION_STATUSES:
+        why = f"status {status}"
+    elif rtype == "Condition" and verification in IGNORED_VERIFICATION:
+        why = f"verificationStatus {verification}"
+    elif rtype == "MedicationRequest" and status in NOT_HISTORY_STATUSES:
+        why = f"status {status}: neither current nor history (§8)"
+    elif rtype == "Task":
+        why = "not a Task of this service"
+    elif new_notes:
+        why = "unreadable: " + "; ".join(new_notes)
+    else:
+        why = "its code is in no value set the pathway uses"
+    return _traced(res, url, (), why, *new_notes)
 
 
 class NoPatientError(ValueError):

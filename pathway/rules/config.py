@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    severity_lookback_days: int
+    severity_lookback_months: int
     severity_evidence_min: int
-    buprenorphine_lookback_days: int
+    buprenorphine_lookback_months: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ class Naltrexone:
 
 @dataclass(frozen=True, slots=True)
 class Naloxone:
-    prescribed_lookback_days: int
+    prescribed_lookback_months: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class Adjuncts:
 class Labs:
     default_uln_u_per_l: float
     liver_valid_days: int
-    qtc_valid_days: int
+    qtc_valid_months: int
     stage_valid_days: int
     hcg_valid_days: int
 
@@ -113,9 +113,10 @@ class TaskRule:
     priority: str
     due_in_days: int | None = None
     interval_days: int | None = None
+    interval_months: int | None = None  # calendar months (§8), never a count of days
     interval_by_phase: dict[str, int] | None = None
     naltrexone_not_yet_days: int | None = None
-    buprenorphine_interval_days: int | None = None
+    buprenorphine_interval_months: int | None = None
     min_age: int | None = None
     max_age: int | None = None
 

@@ -127,6 +127,7 @@ class MedicationOption(NamedTuple):
     )
     reasons: tuple[str, ...]
     evidence: tuple[str, ...]
+    rules: tuple[str, ...] = ()  # the id of the rule behind each reason, in the same order
 
 
 class PlannedTask(NamedTuple):
@@ -135,6 +136,7 @@ class PlannedTask(NamedTuple):
     due: date
     priority: str  # routine | urgent | asap | stat
     evidence: tuple[str, ...] = ()
+    rule: str = ""  # the id of the rule that made it due
 
 
 class SafetyFlag(NamedTuple):
@@ -145,6 +147,7 @@ class SafetyFlag(NamedTuple):
     evidence: tuple[str, ...] = ()
     suggest_naloxone: bool = False
     order_ref: str | None = None  # the draft order that raised it
+    rule: str = ""  # the id of the rule that raised it
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,8 @@ class Decision:
     flags: tuple[SafetyFlag, ...]
     evidence: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())  # conservative choices the rules made
+    phase_rule: str = ""  # the id of the §3 rule that decided the phase
+    fact_rules: tuple[str, ...] = field(default=())  # the derived facts (§2) that hold
 
     def medication(self, name: str) -> MedicationOption | None:
         return next((m for m in self.medications if m.medication == name), None)
@@ -174,3 +179,13 @@ class Decision:
     @property
     def task_codes(self) -> tuple[str, ...]:
         return tuple(t.code for t in self.tasks)
+
+    @property
+    def rules_fired(self) -> tuple[str, ...]:
+        """Every rule behind this decision: facts, phase, options, flags and tasks."""
+        ids = [*self.fact_rules, self.phase_rule]
+        for m in self.medications:
+            ids.extend(m.rules)
+        ids.extend(fl.rule for fl in self.flags)
+        ids.extend(t.rule for t in self.tasks)
+        return tuple(dict.fromkeys(i for i in ids if i))

@@ -1,7 +1,10 @@
 """Time windows of PATHWAY.md §8.
 
 "In the last N days" compares calendar days (UTC): 0 <= (as_of date - value date) <= N.
-"In the last N h" compares instants and includes its edge. A value after `as_of` is never inside.
+"In the last N months" compares calendar dates: the value date lies between (as_of date - N
+months, clamped to the month's last day) and the as_of date, both included (§8: never a count of
+days). "In the last N h" compares instants and includes its edge. A value after `as_of` is
+never inside.
 Partly known values (a date, a month) are ranges: `may_*` is true when some point of the range is
 inside (used for findings that raise concern), `surely_*` when every possible point up to `as_of`
 is inside (used for findings that reassure).
@@ -9,9 +12,76 @@ is inside (used for findings that reassure).
 
 from __future__ import annotations
 
+import calendar
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 from pathway.rules.model import When
+
+
+class Window(NamedTuple):
+    """A look-back window of whole days or calendar months (§8)."""
+
+    n: int
+    unit: str  # days | months
+
+
+def days(n: int) -> Window:
+    return Window(n, "days")
+
+
+def months(n: int) -> Window:
+    return Window(n, "months")
+
+
+def months_before(day: date, n: int) -> date:
+    """The same day n calendar months earlier; the month's last day where it has no such day."""
+    total = day.year * 12 + (day.month - 1) - n
+    year, month = divmod(total, 12)
+    month += 1
+    last = calendar.monthrange(year, month)[1]
+    return date(year, month, min(day.day, last))
+
+
+def after(day: date, window: Window) -> date:
+    """The day a window's length after `day` (a due date)."""
+    if window.unit == "months":
+        return months_before(day, -window.n)
+    return day + timedelta(days=window.n)
+
+
+def window_start(as_of: datetime, window: Window) -> date:
+    """The first calendar day inside the window (both ends are included)."""
+    today = as_of.date()
+    if window.unit == "months":
+        return months_before(today, window.n)
+    return today - timedelta(days=window.n)
+
+
+def describe_window(window: Window) -> str:
+    if window.unit == "months":
+        return "12 months" if window.n == 12 else f"{window.n} months"
+    return f"{window.n} days"
+
+
+def may_be_within(when: When | None, as_of: datetime, window: Window) -> bool:
+    if when is None:
+        return False
+    return _day(when.earliest) <= _day(as_of) and _day(when.latest) >= window_start(as_of, window)
+
+
+def surely_within(when: When | None, as_of: datetime, window: Window) -> bool:
+    if when is None:
+        return False
+    return window_start(as_of, window) <= _day(when.earliest) <= _day(as_of)
+
+
+def may_be_within_months(when: When | None, as_of: datetime, n: int) -> bool:
+    return may_be_within(when, as_of, Window(n, "months"))
+
+
+def surely_within_months(when: When | None, as_of: datetime, n: int) -> bool:
+    return surely_within(when, as_of, Window(n, "months"))
 
 
 def _day(value: datetime) -> date:

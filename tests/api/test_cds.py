@@ -261,8 +261,8 @@ def test_pathway_card_content(open_app: Flask, hooks: FlaskClient) -> None:
     ).get_json()["cards"][0]
     assert card["indicator"] == "warning"  # return to use
     assert "return to use" in card["summary"]
-    assert "| buprenorphine | Active (continue) |" in card["detail"]
-    assert "Observation/obs-3 (2024-11-15" in card["detail"]
+    assert "- **buprenorphine** active — On buprenorphine: continue." in card["detail"]
+    assert "fentanyl (2024-11-15 16:45 UTC)" in card["detail"]  # the why, with its date
     assert "not an order" in card["detail"]
     labels = [s["label"] for s in card["suggestions"]]
     assert any("naloxone" in label for label in labels)

@@ -11,6 +11,8 @@ from builders import BUP_NALOXONE_FILM, apply_parameters, bundle, condition, day
 from conformance import assert_valid_bundle, assert_valid_resource
 from flask.testing import FlaskClient
 
+from pathway.rules.catalogue import all_rules
+
 APPLY = "/fhir/PlanDefinition/oud-care-pathway/$apply"
 CANON = "https://oud-pathway.github.io/fhir"
 SCENARIOS = sorted((Path(__file__).parent.parent / "data" / "scenarios").glob("*.json"))
@@ -68,6 +70,16 @@ def test_apply_every_scenario(client: FlaskClient, path: Path) -> None:
     }
     for name, status in expect.get("medications", {}).items():
         assert suitability[name] == status
+    # Every option and every Task names the rules behind it (CONTRACT §3, issue 9).
+    rule_url = f"{CANON}/StructureDefinition/pathway-rule"
+    rule_ids = {r.id for r in all_rules()}
+    for a in careplan["activity"]:
+        if "detail" in a:
+            ids = [x["valueCode"] for x in a["detail"]["extension"] if x["url"] == rule_url]
+            assert ids and set(ids) <= rule_ids, a["detail"]
+    for t in tasks:
+        (rule,) = [x["valueCode"] for x in t["extension"] if x["url"] == rule_url]
+        assert rule in rule_ids and rule.startswith("task."), t
     codes = {t["code"]["coding"][0]["code"] for t in tasks}
     assert set(expect.get("tasksInclude", [])) <= codes
     assert not set(expect.get("tasksExclude", [])) & codes
@@ -83,7 +95,7 @@ def test_careplan_shape_and_narrative(client: FlaskClient) -> None:
     out = post(client, apply_parameters(case["bundle"], case["asOf"])).get_json()
     cp = out["entry"][0]["resource"]
     assert cp["identifier"] == [{"system": f"{CANON}/careplan", "value": "p1"}]
-    assert cp["instantiatesCanonical"] == [f"{CANON}/PlanDefinition/oud-care-pathway|1.0.0"]
+    assert cp["instantiatesCanonical"] == [f"{CANON}/PlanDefinition/oud-care-pathway|1.1.0"]
     assert (cp["status"], cp["intent"]) == ("active", "plan")
     assert cp["author"]["reference"] == "Device/oud-pathway-service"
     assert {s["code"] for s in cp["meta"]["security"]} == {"R", "SUD"}

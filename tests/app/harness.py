@@ -101,6 +101,21 @@ def prefixed(resources: list[dict[str, Any]], prefix: str) -> list[dict[str, Any
     return out
 
 
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+def categorised(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Observations as an EHR holds them: with a category (the app, like the hook's prefetch,
+    searches Observations by category, which EHRs such as Epic require). Scenario files leave
+    some out; an uncategorised one would not be read, and the page would rightly differ."""
+    out = []
+    for r in resources:
+        if r.get("resourceType") == "Observation" and not r.get("category"):
+            r = {**r, "category": [{"coding": [{"system": CATEGORY, "code": "laboratory"}]}]}
+        out.append(r)
+    return out
+
+
 def seed(fhir_base: str, resources: list[dict[str, Any]]) -> None:
     entries = [
         {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}

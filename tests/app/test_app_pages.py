@@ -16,7 +16,7 @@ import requests
 
 from app.conftest import Timer, check_state, shoot, wait_main
 from app.ehr import FakeEhr
-from app.harness import SCENARIOS, ServiceServer, parse_time, prefixed, seed
+from app.harness import SCENARIOS, ServiceServer, categorised, parse_time, prefixed, seed
 from pathway.config import LoadedConfig
 
 pytestmark = pytest.mark.browser
@@ -109,7 +109,7 @@ def test_every_scenario_page_agrees_with_apply_and_passes_axe(
     for n, path in enumerate(cases):
         case = orjson.loads(path.read_bytes())
         prefix = f"s{n}-"
-        resources = prefixed([e["resource"] for e in case["bundle"]["entry"]], prefix)
+        resources = categorised(prefixed([e["resource"] for e in case["bundle"]["entry"]], prefix))
         seed(ehr.fhir_upstream, resources)
         pid = next(r["id"] for r in resources if r["resourceType"] == "Patient")
         as_of = parse_time(case["asOf"])
@@ -140,7 +140,7 @@ def test_page_shows_banner_flags_evidence_timeline_and_tasks(
     page: Any, service: ServiceServer, ehr: FakeEhr
 ) -> None:
     case = orjson.loads((SCENARIOS / "bup-day45-fentanyl-return-to-use.json").read_bytes())
-    resources = prefixed([e["resource"] for e in case["bundle"]["entry"]], "rtu-")
+    resources = categorised(prefixed([e["resource"] for e in case["bundle"]["entry"]], "rtu-"))
     seed(ehr.fhir_upstream, resources)
     as_of = parse_time(case["asOf"])
     service.svc.clock = lambda: as_of + timedelta(hours=2)
@@ -202,7 +202,7 @@ def test_safety_flags_come_first_critical_first(
     for path in sorted(SCENARIOS.glob("*.json")):
         case = orjson.loads(path.read_bytes())
         prefix = f"fl{path.stem[:8]}-"
-        resources = prefixed([e["resource"] for e in case["bundle"]["entry"]], prefix)
+        resources = categorised(prefixed([e["resource"] for e in case["bundle"]["entry"]], prefix))
         seed(ehr.fhir_upstream, resources)
         as_of = parse_time(case["asOf"])
         service.svc.clock = _fixed(as_of)

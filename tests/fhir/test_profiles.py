@@ -24,6 +24,7 @@ CANON = "https://oud-pathway.github.io/fhir"
 CAREPLAN_PROFILE = f"{CANON}/StructureDefinition/oud-pathway-careplan"
 TASK_PROFILE = f"{CANON}/StructureDefinition/oud-pathway-task"
 SUITABILITY_URL = f"{CANON}/StructureDefinition/medication-suitability"
+RULE_URL = f"{CANON}/StructureDefinition/pathway-rule"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 PATIENT_ID = "pat-001"
 SECURITY = [
@@ -121,7 +122,7 @@ def conformant_careplan() -> dict[str, Any]:
             "<p>Tasks: collect urine drug screen by 2026-11-29.</p></div>",
         },
         "identifier": [{"system": f"{CANON}/careplan", "value": PATIENT_ID}],
-        "instantiatesCanonical": [f"{CANON}/PlanDefinition/oud-care-pathway|1.0.0"],
+        "instantiatesCanonical": [f"{CANON}/PlanDefinition/oud-care-pathway|1.1.0"],
         "status": "active",
         "intent": "plan",
         "category": [
@@ -244,9 +245,9 @@ def test_canonical_metadata(path: Path) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     assert path.name == f"{data['resourceType']}-{data['id']}.json"
     assert data["url"] == f"{CANON}/{data['resourceType']}/{data['id']}"
-    assert data["version"] == "1.0.0"
+    assert data["version"] == "1.1.0"
     assert data["status"] == "active"
-    assert data["date"] == "2026-11-22"
+    assert data["date"] == "2026-11-30"
     assert data["publisher"] == "OUD Care Pathway project"
     assert data["name"].isidentifier()
     assert data["title"]
@@ -285,7 +286,7 @@ def _walk(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_plan_definition() -> None:
     plan = _load("PlanDefinition-oud-care-pathway.json")
-    assert plan["version"] == "1.0.0"
+    assert plan["version"] == "1.1.0"
     assert plan["type"]["coding"][0] == {
         "system": "http://terminology.hl7.org/CodeSystem/plan-definition-type",
         "code": "clinical-protocol",
@@ -325,7 +326,7 @@ def test_plan_definition() -> None:
 
 
 def test_load_profiles(profiles: dict[str, dict[str, Any]]) -> None:
-    assert set(profiles) == {CAREPLAN_PROFILE, TASK_PROFILE, SUITABILITY_URL}
+    assert set(profiles) == {CAREPLAN_PROFILE, TASK_PROFILE, SUITABILITY_URL, RULE_URL}
 
 
 @pytest.mark.parametrize("url", [CAREPLAN_PROFILE, TASK_PROFILE])
@@ -352,7 +353,7 @@ def test_conformant_resource_passes(
 
 def test_versioned_meta_profile_is_understood(profiles: dict[str, dict[str, Any]]) -> None:
     task = conformant_task()
-    task["meta"]["profile"] = [f"{TASK_PROFILE}|1.0.0"]
+    task["meta"]["profile"] = [f"{TASK_PROFILE}|1.1.0"]
     assert validate_by_meta(task, profiles) == []
 
 

@@ -71,7 +71,7 @@ def careplan(patient_id: str, *, with_identifier: bool = True) -> dict[str, Any]
             "<ul><li>buprenorphine: suitable</li><li>methadone: contraindicated</li></ul></div>",
         },
         "identifier": [{"system": CAREPLAN_SYSTEM, "value": patient_id}],
-        "instantiatesCanonical": [f"{CANON}/PlanDefinition/oud-care-pathway|1.0.0"],
+        "instantiatesCanonical": [f"{CANON}/PlanDefinition/oud-care-pathway|1.1.0"],
         "status": "active",
         "intent": "plan",
         "category": [

@@ -53,7 +53,8 @@ def before(hours: float = 0, minutes: float = 0, days: float = 0) -> str:
     ("status", "authored", "expected"),
     [
         ("active", day_ago(10), "active"),
-        ("active", day_ago(500), "active"),
+        ("active", day_ago(500), "recommended"),  # §8: an old active PRN order does not count
+        ("active", day_ago(366), "recommended"),
         ("completed", day_ago(365), "active"),
         ("completed", day_ago(366), "recommended"),
         ("stopped", day_ago(100), "active"),
@@ -63,9 +64,9 @@ def before(hours: float = 0, minutes: float = 0, days: float = 0) -> str:
     ],
 )
 def test_naloxone_active_if_rescue_prescribed_in_12_months(decide, status, authored, expected):
-    """§4: naloxone `active` if a rescue product was prescribed in the last 12 months (365
-    calendar days), else `recommended` for a patient with OUD evidence; draft / cancelled /
-    entered-in-error requests are ignored (§8)."""
+    """§4/§8: naloxone `active` if a rescue product was authored in the last 12 calendar months
+    (from 2024-06-15 for AS_OF 2025-06-15), whatever its status, else `recommended` for a patient
+    with OUD evidence; draft / cancelled / entered-in-error requests are ignored (§8)."""
     n = med(NALOXONE_NASAL, status=status, authored=authored)
     d = decide(oud_condition(), n)
     o = option(d, "naloxone")
