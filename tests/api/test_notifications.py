@@ -5,6 +5,7 @@ make no outbound request at all (`responses` would record any)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,27 @@ def app(tmp_path: Path, config: LoadedConfig) -> Flask:
         }
     )
     app = create_app({"settings": settings, "config": config, "START_OUTBOX": False})
-    queued: list[str] = []
-    app.extensions["pathway"].workflow.reevaluate_later = queued.append
-    app.config["queued"] = queued
+    jobs: list[Callable[[], None]] = []
+    app.extensions["pathway"].writeback.submit = jobs.append  # re-evaluations, held back
+    app.config["jobs"] = jobs
     return app
+
+
+def queued(app: Flask) -> list[str]:
+    """The patients whose re-evaluation a notification queued, in order: each held-back job is
+    run against a FHIR server that has no one (its first read, `Patient/{id}`, names it)."""
+    jobs: list[Callable[[], None]] = app.config["jobs"]
+    patients = []
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(re.compile(".*"), status=404, json={"resourceType": "OperationOutcome"})
+        for job in jobs:
+            before = len(rsps.calls)
+            job()
+            url = str(rsps.calls[before].request.url)
+            assert url.startswith(f"{EHR}/Patient/")
+            patients.append(url.removeprefix(f"{EHR}/Patient/"))
+    jobs.clear()
+    return patients
 
 
 @pytest.fixture
@@ -122,7 +140,7 @@ def test_attacks_are_refused_before_any_request(
     assert "nothing was read" in text
     for part in ("..", "%2F", "_id=", "evil", "#", "?"):  # says what is wrong, not what was sent
         assert part not in text, text
-    assert app.config["queued"] == []
+    assert queued(app) == []
 
 
 def test_a_focus_resource_is_read_from_checked_parts(app: Flask, client: FlaskClient) -> None:
@@ -142,7 +160,7 @@ def test_a_focus_resource_is_read_from_checked_parts(app: Flask, client: FlaskCl
             f"{EHR}/Condition/c-2.x",
         ]
     assert resp.status_code == 202
-    assert sorted(app.config["queued"]) == ["p1", "p2", "p3"]
+    assert sorted(queued(app)) == ["p1", "p2", "p3"]
 
 
 def test_a_focus_resource_that_names_a_bad_patient_is_not_followed(
@@ -156,7 +174,7 @@ def test_a_focus_resource_that_names_a_bad_patient_is_not_followed(
     assert (
         "1 focus reference(s) could not be resolved" in resp.get_json()["issue"][0]["diagnostics"]
     )
-    assert app.config["queued"] == []
+    assert queued(app) == []
 
 
 def test_full_resource_notifications_name_their_patient(app: Flask, client: FlaskClient) -> None:
@@ -169,7 +187,7 @@ def test_full_resource_notifications_name_their_patient(app: Flask, client: Flas
         ):
             assert client.post("/notifications", json=body, headers=AUTH).status_code == 202
         assert len(rsps.calls) == 0
-    assert app.config["queued"] == ["p1", "p2", "p4"]
+    assert queued(app) == ["p1", "p2", "p4"]
 
 
 def test_refusals_to_the_caller_are_generic(tmp_path: Path, config: LoadedConfig) -> None:
