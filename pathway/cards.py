@@ -39,12 +39,13 @@ def _short(text: str, limit: int = MAX_SUMMARY) -> str:
 
 # Markdown punctuation that could make text from EHR data into markup (a link, HTML, emphasis,
 # code, a table cell): backslash-escaped, as CommonMark allows for any ASCII punctuation.
-_MD_ESCAPES = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|"})
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
 
 
 def _md(text: str) -> str:
     """Plain text (from rules or EHR data) safe inside a Markdown paragraph or list item."""
-    return " ".join(text.split()).translate(_MD_ESCAPES)
+    text = " ".join(text.split())
+    return _MD_SPECIAL.sub(r"\\\1", text) if _MD_SPECIAL.search(text) else text
 
 
 # ---------------------------------------------------------------- the patient-view detail
@@ -93,16 +94,12 @@ def due_group(t: PlannedTask, today: date) -> int:
 
 def urgent_first(tasks: Sequence[PlannedTask], today: date) -> list[PlannedTask]:
     """Tasks most urgent first: by due group, then due date, then priority, then plan order."""
-    order = sorted(
-        range(len(tasks)),
-        key=lambda i: (
-            due_group(tasks[i], today),
-            tasks[i].due,
-            PRIORITY_RANK.get(tasks[i].priority, 3),
-            i,
-        ),
-    )
-    return [tasks[i] for i in order]
+    keyed = [
+        (due_group(t, today), t.due, PRIORITY_RANK.get(t.priority, 3), i)
+        for i, t in enumerate(tasks)
+    ]
+    keyed.sort()
+    return [tasks[k[3]] for k in keyed]
 
 
 @dataclass(frozen=True)
@@ -367,7 +364,8 @@ class CardBuilder:
             tail.append("Full plan, timeline and evidence: **open the app** (link below).")
         tail.append(f"_{DISCLAIMER}_")
         rest = ranked[NEXT_STEPS:]
-        groups = [[t for t in rest if due_group(t, today) == g] for g in range(3)]
+        graded = [(due_group(t, today), t) for t in rest]
+        groups = [[t for g, t in graded if g == k] for k in range(3)]
         used = sum(1 for x in lines if x) + len(tail) + sum(1 for g in groups if g)
         # Tasks due later than a week give way first when the card would pass its bound; the
         # ones not shown are counted on one line (all are in the care plan and the app).

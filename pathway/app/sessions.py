@@ -1,7 +1,8 @@
 """Server-side sessions of the clinician's app (backend-for-frontend): the browser holds only a
 random cookie; the launch state, the tokens and the CSRF secret live here.
 
-One table of its own (`app_session`) in the service's store. A row is found by a hash of the
+One table of its own (`app_session`, created by the store's migration 0003) in the service's
+store. A row is found by a hash of the
 cookie and its content is encrypted with a key derived from the cookie, so the database alone
 (a backup, a replica) yields neither a usable cookie nor a token. Rows past their expiry are
 deleted as they are met and swept now and then.
@@ -20,22 +21,15 @@ from typing import Any
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, delete, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from pathway.store.db import app_session  # the store owns the schema (Alembic migration 0003)
+
 COOKIE = "pathway_app"
 SWEEP_SECONDS = 300.0
-
-metadata = MetaData()
-app_session = Table(
-    "app_session",
-    metadata,
-    Column("id", String(64), primary_key=True),  # sha256 of the cookie, hex
-    Column("data", Text, nullable=False),  # Fernet token: encrypted JSON
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-)
 
 
 class SessionStoreError(RuntimeError):
@@ -74,10 +68,7 @@ class SessionStore:
         self.lifetime = lifetime
         self._swept = 0.0
         self._lock = threading.Lock()
-        try:
-            metadata.create_all(engine)
-        except SQLAlchemyError as e:
-            raise SessionStoreError(f"cannot create the session table: {type(e).__name__}") from e
+        # The table is the store's (migration 0003): workers never create tables.
 
     def new(self) -> AppSession:
         return AppSession(secrets.token_urlsafe(32))

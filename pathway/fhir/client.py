@@ -1,7 +1,9 @@
 """A FHIR REST client that owns its session and timeouts and turns failures into typed errors.
 
-- every request has a timeout; 429/502/503/504 are retried with backoff, honouring Retry-After;
-- OperationOutcome bodies become the message of the raised error;
+- every request has a timeout; 408/429/502/503/504 are retried with backoff, honouring
+  Retry-After (capped);
+- OperationOutcome bodies become the message of the raised error; every error says which
+  interaction failed (e.g. `POST CarePlan`), its HTTP status, the Retry-After it was given;
 - search paging follows `next` links only on the same origin, with a page limit (no loops).
 """
 
@@ -19,18 +21,36 @@ import orjson
 import requests
 
 log = logging.getLogger("pathway.fhir.client")
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 
 
 class FhirError(Exception):
     """Base of the client's errors. `status` is the HTTP status when there was one."""
 
     def __init__(
-        self, message: str, status: int | None = None, outcome: dict[str, Any] | None = None
+        self,
+        message: str,
+        status: int | None = None,
+        outcome: dict[str, Any] | None = None,
+        interaction: str = "",
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.outcome = outcome
+        self.interaction = interaction  # e.g. "POST CarePlan", "GET Task" (no ids, no query)
+        self.retry_after = retry_after  # seconds the server asked us to wait, if it did
+
+
+def interaction_of(method: str, path: str) -> str:
+    """`POST CarePlan`, `PUT Task`, `GET metadata`, `POST (transaction or batch)`: the method
+    and the resource type only (ids and queries may be patient data)."""
+    if path.startswith(("http://", "https://")):
+        path = urlsplit(path).path.rsplit("/fhir", 1)[-1]
+    first = path.strip("/").split("?", 1)[0].split("/", 1)[0]
+    if not first:
+        return f"{method} (transaction or batch)" if method == "POST" else method
+    return f"{method} {first}" if first.isalnum() or first.startswith("$") else method
 
 
 class FhirUnavailable(FhirError):
@@ -126,6 +146,7 @@ class FhirClient:
         hdrs = self._headers(headers)
         if data is not None:
             hdrs["Content-Type"] = "application/fhir+json"
+        interaction = interaction_of(method, path)
         attempt = 0
         while True:
             attempt += 1
@@ -143,31 +164,39 @@ class FhirClient:
                 if attempt <= self.retries:
                     self._sleep(self.backoff * 2.0 ** (attempt - 1))
                     continue
-                raise FhirUnavailable(f"{method} timed out after {self.timeout:g}s") from e
+                raise FhirUnavailable(
+                    f"{interaction} timed out after {self.timeout:g}s", interaction=interaction
+                ) from e
             except requests.RequestException as e:
                 if attempt <= self.retries:
                     self._sleep(self.backoff * 2.0 ** (attempt - 1))
                     continue
-                raise FhirUnavailable(f"{method} failed: {type(e).__name__}") from e
+                raise FhirUnavailable(
+                    f"{interaction} failed: {type(e).__name__}", interaction=interaction
+                ) from e
             if resp.status_code in RETRY_STATUSES and attempt <= self.retries:
                 self._sleep(self._retry_after(resp, attempt))
                 continue
-            return self._handle(method, resp)
+            return self._handle(interaction, resp)
 
     def _retry_after(self, resp: requests.Response, attempt: int) -> float:
-        default = min(self.backoff * 2.0 ** (attempt - 1), self.max_retry_after)
+        asked = self._retry_after_header(resp)
+        if asked is None:
+            return min(self.backoff * 2.0 ** (attempt - 1), self.max_retry_after)
+        return min(asked, self.max_retry_after)
+
+    def _retry_after_header(self, resp: requests.Response) -> float | None:
         value = resp.headers.get("Retry-After")
         if not value:
-            return default
+            return None
         try:
-            return float(min(max(float(value), 0.0), self.max_retry_after))
+            return max(float(value), 0.0)
         except ValueError:
             pass
         try:
-            when = parsedate_to_datetime(value)
-            return float(min(max(when.timestamp() - time.time(), 0.0), self.max_retry_after))
+            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
         except (TypeError, ValueError):
-            return default
+            return None
 
     def _handle(self, method: str, resp: requests.Response) -> FhirResponse:
         body: Any = None
@@ -180,6 +209,7 @@ class FhirClient:
                         f"{method}: the server answered {resp.status_code} "
                         "with a body that is not JSON",
                         resp.status_code,
+                        interaction=method,
                     ) from None
         headers = dict(resp.headers.items())
         status = resp.status_code
@@ -188,15 +218,16 @@ class FhirClient:
         text = _outcome_text(body) or resp.reason or "error"
         message = f"{method} answered {status}: {text}"
         outcome = body if isinstance(body, dict) else None
+        kind: type[FhirError] = FhirError
         if status in (401, 403):
-            raise FhirAuthError(message, status, outcome)
-        if status in (404, 410):
-            raise FhirNotFound(message, status, outcome)
-        if status in (409, 412):
-            raise FhirConflict(message, status, outcome)
-        if status in RETRY_STATUSES or status >= 500:
-            raise FhirUnavailable(message, status, outcome)
-        raise FhirError(message, status, outcome)
+            kind = FhirAuthError
+        elif status in (404, 410):
+            kind = FhirNotFound
+        elif status in (409, 412):
+            kind = FhirConflict
+        elif status in RETRY_STATUSES or status >= 500:
+            kind = FhirUnavailable
+        raise kind(message, status, outcome, method, self._retry_after_header(resp))
 
     # ------------------------------------------------------------ conveniences
     def read(self, rtype: str, rid: str) -> dict[str, Any]:

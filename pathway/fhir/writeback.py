@@ -6,9 +6,14 @@
 - An open Task of ours that is still due is kept as it is; one no longer due is cancelled with a
   statusReason; a new one is a conditional create on its identifier (open statuses only, so a
   completed Task of earlier is never reopened or duplicated).
-- Updates carry If-Match; creates carry If-None-Exist; a 412 re-reads and tries again.
+- Updates carry If-Match where the server offers it (`versioning: versioned-update`); creates
+  carry If-None-Exist where it offers conditional create, otherwise we search, then create (under
+  the per-patient lock); a 409/412 re-reads and tries again.
 - Only resources with our identifier systems are ever changed.
-- A transaction Bundle when the server supports it; otherwise single requests in a safe order.
+- A transaction Bundle when the server offers it; a transaction it refuses as a whole (400, 413,
+  422: e.g. Medplum's "too many entries" for one holding conditional creates) is written at once
+  as ordered single requests, and transactions that large are not tried again on that server
+  for an hour. Without transactions: single requests in a safe order.
 - A Provenance for every write: targets the written resources, agent the service's Device,
   entities the evidence.
 """
@@ -27,7 +32,7 @@ import orjson
 from pathway.evaluation import Evaluation
 from pathway.fhir.bundle import flatten
 from pathway.fhir.careplan import DEVICE_REF, SECURITY, PlanWriter, careplan_urn, task_urn
-from pathway.fhir.client import FhirClient, FhirConflict, FhirError
+from pathway.fhir.client import FhirClient, FhirConflict, FhirError, interaction_of
 from pathway.rules.model import Decision
 
 log = logging.getLogger("pathway.writeback")
@@ -43,15 +48,26 @@ OPEN_TASK_STATUSES = (
 MAX_CONFLICT_RETRIES = 3
 
 
+class WriteBackImpossible(FhirError):
+    """The server cannot take this write at all (nothing to retry): e.g. CarePlan and Task are
+    read-only and the fallback cannot be delivered."""
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
+    """What a server's CapabilityStatement says we may do."""
+
     transaction: bool
     writable: frozenset[str]  # resource types the server lets us create and update
+    conditional_create: frozenset[str] = frozenset()  # types that take If-None-Exist
+    if_match: frozenset[str] = frozenset()  # types that take If-Match (versioned-update)
 
     @classmethod
     def from_statement(cls, cs: dict[str, Any]) -> Capabilities:
         transaction = False
         writable: set[str] = set()
+        conditional: set[str] = set()
+        if_match: set[str] = set()
         for rest in cs.get("rest") or []:
             if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
                 continue
@@ -60,13 +76,30 @@ class Capabilities:
             for r in rest.get("resource") or []:
                 if not isinstance(r, dict):
                     continue
+                rtype = str(r.get("type"))
                 ops = {i.get("code") for i in r.get("interaction") or [] if isinstance(i, dict)}
                 if {"create", "update"} <= ops:
-                    writable.add(str(r.get("type")))
-        return cls(transaction, frozenset(writable))
+                    writable.add(rtype)
+                if r.get("conditionalCreate") is True:
+                    conditional.add(rtype)
+                if r.get("versioning") == "versioned-update":
+                    if_match.add(rtype)
+        return cls(
+            transaction,
+            frozenset(writable),
+            frozenset(conditional),
+            frozenset(if_match),
+        )
 
     def can_write_plan(self) -> bool:
         return {"CarePlan", "Task"} <= self.writable
+
+
+@dataclass(slots=True)
+class Limits:
+    """What a server has shown it refuses though its CapabilityStatement does not say so."""
+
+    max_transaction_entries: int | None = None
 
 
 @dataclass(slots=True)
@@ -256,9 +289,7 @@ def _version(resource: dict[str, Any]) -> str | None:
     return str(v) if v is not None else None
 
 
-def _if_match(resource: dict[str, Any]) -> dict[str, str]:
-    v = _version(resource)
-    return {"If-Match": f'W/"{v}"'} if v else {}
+REFUSED_AS_A_WHOLE = (400, 413, 422)
 
 
 class Reconciler:
@@ -269,13 +300,23 @@ class Reconciler:
         caps: Capabilities,
         fallback: str = "document-reference",
         clock: Any = None,
+        limits: Limits | None = None,
     ) -> None:
         self.writer = writer
         self.canon = writer.canon
         self.client = client
         self.caps = caps
         self.fallback = fallback
+        self.limits = limits or Limits()
         self._now = clock or (lambda: datetime.now(UTC))
+
+    def _if_match(self, resource: dict[str, Any]) -> dict[str, str]:
+        v = _version(resource)
+        ok = v and resource.get("resourceType") in self.caps.if_match
+        return {"If-Match": f'W/"{v}"'} if ok else {}
+
+    def _if_none_exist(self, rtype: str, query: str) -> dict[str, str]:
+        return {"If-None-Exist": query} if rtype in self.caps.conditional_create else {}
 
     # ---------------------------------------------------------------- reading
     def _search(self, query: str) -> list[dict[str, Any]]:
@@ -297,12 +338,7 @@ class Reconciler:
     # ---------------------------------------------------------------- writing
     def apply(self, want: Desired) -> WriteResult:
         if not self.caps.can_write_plan():
-            if self.fallback != "document-reference":
-                raise FhirError(
-                    "the FHIR server does not take CarePlan and Task, and the "
-                    "fallback is not a DocumentReference"
-                )
-            return self.document_reference(want)
+            return self._fallback(want)
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 return self._apply_once(want)
@@ -310,7 +346,24 @@ class Reconciler:
                 if attempt == MAX_CONFLICT_RETRIES - 1:
                     raise
                 log.info("write-back: version conflict, re-reading and trying again")
+            except FhirError as e:
+                # The statement said writable, the server says no (405): read-only after all.
+                if e.status == 405 and e.interaction.split(" ")[-1] in ("CarePlan", "Task"):
+                    log.warning(
+                        "write-back: %s refused with 405: using the fallback", e.interaction
+                    )
+                    return self._fallback(want)
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fallback(self, want: Desired) -> WriteResult:
+        if self.fallback != "document-reference":
+            raise WriteBackImpossible(
+                "the FHIR server does not take CarePlan and Task; the fallback "
+                "(system-actions) is delivered with the patient-view hook only",
+                interaction="capabilities: CarePlan/Task read-only",
+            )
+        return self.document_reference(want)
 
     def _apply_once(self, want: Desired) -> WriteResult:
         plan, tasks = self.current(want.patient_id)
@@ -406,21 +459,13 @@ class Reconciler:
         plan_ref = f"CarePlan/{plan['id']}" if plan is not None else careplan_urn(self.canon, pid)
         if ch.plan_changed:
             if plan is None:
-                entries.append(
-                    {
-                        "fullUrl": plan_ref,
-                        "resource": plan_body,
-                        "request": {
-                            "method": "POST",
-                            "url": "CarePlan",
-                            "ifNoneExist": f"identifier={self.canon}/careplan|{pid}",
-                        },
-                    }
+                req: dict[str, Any] = {"method": "POST", "url": "CarePlan"}
+                req.update(
+                    self._entry_if_none_exist("CarePlan", f"identifier={self.canon}/careplan|{pid}")
                 )
+                entries.append({"fullUrl": plan_ref, "resource": plan_body, "request": req})
             else:
-                req: dict[str, Any] = {"method": "PUT", "url": plan_ref}
-                if _version(plan):
-                    req["ifMatch"] = f'W/"{_version(plan)}"'
+                req = {"method": "PUT", "url": plan_ref, **self._entry_if_match(plan)}
                 entries.append(
                     {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": plan_body, "request": req}
                 )
@@ -429,23 +474,12 @@ class Reconciler:
             body = dict(task)
             body["basedOn"] = [{"reference": plan_ref}]
             url = task_urn(self.canon, pid, code)
-            entries.append(
-                {
-                    "fullUrl": url,
-                    "resource": body,
-                    "request": {
-                        "method": "POST",
-                        "url": "Task",
-                        "ifNoneExist": f"identifier={self.canon}/task|{pid}:{code}"
-                        f"&status={','.join(OPEN_TASK_STATUSES)}",
-                    },
-                }
-            )
+            req = {"method": "POST", "url": "Task"}
+            req.update(self._entry_if_none_exist("Task", self._task_query(pid, code)))
+            entries.append({"fullUrl": url, "resource": body, "request": req})
             targets.append(url)
         for task in ch.cancels:
-            req = {"method": "PUT", "url": f"Task/{task['id']}"}
-            if _version(task):
-                req["ifMatch"] = f'W/"{_version(task)}"'
+            req = {"method": "PUT", "url": f"Task/{task['id']}", **self._entry_if_match(task)}
             entries.append(
                 {
                     "fullUrl": f"urn:uuid:{uuid.uuid4()}",
@@ -461,14 +495,47 @@ class Reconciler:
                 "request": {"method": "POST", "url": "Provenance"},
             }
         )
+        limit = self.limits.max_transaction_entries
+        if limit is not None and len(entries) > limit:
+            return self._requests(want, plan, plan_body, ch, result)
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        resp = self.client.request("POST", "", body=bundle)
+        try:
+            resp = self.client.request("POST", "", body=bundle)
+        except FhirError as e:
+            e.interaction = "transaction: " + _summary(entries)
+            if e.status not in REFUSED_AS_A_WHOLE or not e.outcome:
+                raise
+            # Refused as a whole (nothing was written): the same changes at once as ordered
+            # single requests; no transaction this large again on this server for a while.
+            self.limits.max_transaction_entries = max(len(entries) - 1, 1)
+            log.warning(
+                "write-back: a transaction of %d entries was refused (%s, %s): writing as "
+                "single requests",
+                len(entries),
+                e.status,
+                _issue_code(e.outcome),
+            )
+            return self._requests(want, plan, plan_body, ch, result)
         result.mode = "transaction"
-        for e, r in zip(entries[:-1], (resp.body or {}).get("entry") or [], strict=False):
-            loc = (r.get("response") or {}).get("location") or e["request"]["url"]
-            verb = "updated" if e["request"]["method"] == "PUT" else "created"
+        for sent, r in zip(entries[:-1], (resp.body or {}).get("entry") or [], strict=False):
+            response = r.get("response") or {}
+            method = sent["request"]["method"]
+            if str(response.get("status", "")).startswith("200") and method == "POST":
+                continue  # a conditional create that found the resource there already
+            loc = response.get("location") or sent["request"]["url"]
+            verb = "updated" if method == "PUT" else "created"
             result.written.append(f"{verb} {str(loc).split('/_history')[0]}")
         return result
+
+    def _task_query(self, pid: str, code: str) -> str:
+        return f"identifier={self.canon}/task|{pid}:{code}&status={','.join(OPEN_TASK_STATUSES)}"
+
+    def _entry_if_none_exist(self, rtype: str, query: str) -> dict[str, str]:
+        return {"ifNoneExist": query} if rtype in self.caps.conditional_create else {}
+
+    def _entry_if_match(self, resource: dict[str, Any]) -> dict[str, str]:
+        header = self._if_match(resource)
+        return {"ifMatch": header["If-Match"]} if header else {}
 
     def _requests(
         self,
@@ -478,36 +545,35 @@ class Reconciler:
         ch: Changes,
         result: WriteResult,
     ) -> WriteResult:
-        """No transactions: CarePlan first (without references to Tasks that do not exist
-        yet), then the Tasks pointing at it, then the CarePlan again with its Tasks."""
+        """Single requests in a safe order: a new CarePlan first (without references to Tasks
+        that do not exist yet), then the new Tasks pointing at it, the cancellations, and the
+        CarePlan with its Tasks (an existing CarePlan gets this one update only); then the
+        Provenance. Each step is idempotent: a rerun after a partial write finishes it."""
         pid = want.patient_id
         result.mode = "requests"
         targets: list[str] = []
         new_ids: dict[str, str] = {}
-        body = dict(plan_body)
-        if plan is None or ch.plan_changed:
+        created_plan = plan is None
+        if plan is None:
+            body = dict(plan_body)
             body["activity"] = [
                 a
                 for a in body["activity"]
                 if "detail" in a or not a["reference"]["reference"].startswith("urn:")
             ]
-            if plan is None:
-                r = self.client.request(
-                    "POST",
-                    "CarePlan",
-                    body=body,
-                    headers={"If-None-Exist": f"identifier={self.canon}/careplan|{pid}"},
-                )
-                verb = "created" if r.status == 201 else "found"
-            else:
-                r = self.client.request(
-                    "PUT", f"CarePlan/{plan['id']}", body=body, headers=_if_match(plan)
-                )
-                verb = "updated"
-            plan = r.body if isinstance(r.body, dict) else plan
-            assert plan is not None
-            if verb != "found":
-                result.written.append(f"{verb} CarePlan/{plan['id']}")
+            # Without conditional create, the search before (under the per-patient lock) found
+            # none: create.
+            r = self.client.request(
+                "POST",
+                "CarePlan",
+                body=body,
+                headers=self._if_none_exist("CarePlan", f"identifier={self.canon}/careplan|{pid}"),
+            )
+            if not isinstance(r.body, dict) or not r.body.get("id"):
+                raise FhirError("POST CarePlan: no resource in the answer", r.status)
+            plan = r.body
+            if r.status == 201:
+                result.written.append(f"created CarePlan/{plan['id']}")
                 targets.append(f"CarePlan/{plan['id']}")
         for code, task in ch.creates.items():
             tbody = dict(task)
@@ -516,10 +582,7 @@ class Reconciler:
                 "POST",
                 "Task",
                 body=tbody,
-                headers={
-                    "If-None-Exist": f"identifier={self.canon}/task|{pid}:{code}"
-                    f"&status={','.join(OPEN_TASK_STATUSES)}"
-                },
+                headers=self._if_none_exist("Task", self._task_query(pid, code)),
             )
             created = r.body if isinstance(r.body, dict) else {}
             new_ids[code] = f"Task/{created.get('id')}"
@@ -528,13 +591,18 @@ class Reconciler:
                 targets.append(f"Task/{created.get('id')}")
         for task in ch.cancels:
             self.client.request(
-                "PUT", f"Task/{task['id']}", body=self._cancelled(task), headers=_if_match(task)
+                "PUT",
+                f"Task/{task['id']}",
+                body=self._cancelled(task),
+                headers=self._if_match(task),
             )
             result.written.append(f"updated Task/{task['id']}")
             targets.append(f"Task/{task['id']}")
-        if new_ids:
+        if new_ids or (not created_plan and ch.plan_changed):
             final = dict(plan_body)
             final["id"] = plan["id"]
+            if created_plan:
+                final["created"] = plan.get("created", final.get("created"))
             final["activity"] = [
                 a
                 if "detail" in a
@@ -549,10 +617,12 @@ class Reconciler:
                 }
                 for a in plan_body["activity"]
             ]
-            current = self.client.read("CarePlan", plan["id"])
+            current = self.client.read("CarePlan", plan["id"]) if created_plan else plan
             self.client.request(
-                "PUT", f"CarePlan/{plan['id']}", body=final, headers=_if_match(current)
+                "PUT", f"CarePlan/{plan['id']}", body=final, headers=self._if_match(current)
             )
+            if not created_plan:
+                result.written.append(f"updated CarePlan/{plan['id']}")
             if f"CarePlan/{plan['id']}" not in targets:
                 targets.append(f"CarePlan/{plan['id']}")
         if targets:
@@ -572,11 +642,16 @@ class Reconciler:
         body["meta"] = {"profile": [self.writer.careplan_profile], "security": SECURITY}
         body["status"] = "revoked"
         targets = [f"CarePlan/{plan['id']}"]
-        self.client.request("PUT", f"CarePlan/{plan['id']}", body=body, headers=_if_match(plan))
+        self.client.request(
+            "PUT", f"CarePlan/{plan['id']}", body=body, headers=self._if_match(plan)
+        )
         result.written.append(f"updated CarePlan/{plan['id']}")
         for task in open_tasks:
             self.client.request(
-                "PUT", f"Task/{task['id']}", body=self._cancelled(task), headers=_if_match(task)
+                "PUT",
+                f"Task/{task['id']}",
+                body=self._cancelled(task),
+                headers=self._if_match(task),
             )
             result.written.append(f"updated Task/{task['id']}")
             targets.append(f"Task/{task['id']}")
@@ -589,8 +664,9 @@ class Reconciler:
         DocumentReference (when configured and allowed); otherwise nothing can be written."""
         result = WriteResult(mode="document-reference")
         if "DocumentReference" not in self.caps.writable:
-            raise FhirError(
-                "the FHIR server accepts neither CarePlan/Task nor the configured fallback"
+            raise WriteBackImpossible(
+                "the FHIR server accepts neither CarePlan/Task nor the configured fallback",
+                interaction="capabilities: DocumentReference read-only",
             )
         import base64
 
@@ -635,7 +711,7 @@ class Reconciler:
         if found:
             doc["id"] = found[0]["id"]
             self.client.request(
-                "PUT", f"DocumentReference/{doc['id']}", body=doc, headers=_if_match(found[0])
+                "PUT", f"DocumentReference/{doc['id']}", body=doc, headers=self._if_match(found[0])
             )
             result.written.append(f"updated DocumentReference/{doc['id']}")
             target = f"DocumentReference/{doc['id']}"
@@ -644,7 +720,7 @@ class Reconciler:
                 "POST",
                 "DocumentReference",
                 body=doc,
-                headers={"If-None-Exist": f"identifier={system}|{pid}"},
+                headers=self._if_none_exist("DocumentReference", f"identifier={system}|{pid}"),
             )
             target = f"DocumentReference/{(r.body or {}).get('id')}"
             result.written.append(f"created {target}")
@@ -660,3 +736,19 @@ def _code_of_urn(ref: str, want: Desired, canon: str) -> str:
         if task_urn(canon, want.patient_id, code) == ref:
             return code
     return ""
+
+
+def _summary(entries: list[dict[str, Any]]) -> str:
+    """`POST CarePlan, 11 POST Task, POST Provenance`: what a transaction held (no ids)."""
+    counts: dict[str, int] = {}
+    for e in entries:
+        key = interaction_of(str(e["request"]["method"]), str(e["request"]["url"]))
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(k if n == 1 else f"{n} {k}" for k, n in counts.items())
+
+
+def _issue_code(outcome: dict[str, Any] | None) -> str:
+    for issue in (outcome or {}).get("issue") or []:
+        if isinstance(issue, dict) and issue.get("code"):
+            return str(issue["code"])
+    return "-"

@@ -1,13 +1,18 @@
 """Durable store: feedback, audit, outbox and seen JWT ids. SQLite file by default, PostgreSQL by
-URL (`PATHWAY_DATABASE_URL`), through SQLAlchemy Core.
+URL (`PATHWAY_DATABASE_URL`), through SQLAlchemy Core. The schema is versioned with Alembic
+(`pathway.store.schema`); the tables below mirror the newest revision.
 
 The audit table holds what happened (service, phase, counts) and never patient identifiers in
-clear: the patient is stored as a keyed hash so repeated evaluations can be related.
+clear: the patient is stored as a keyed hash so repeated evaluations can be related. Each audit
+row is written when it happens (a killed worker loses none).
+
+Outbox entries are `pending` (due, or waiting for their next attempt), `working` (claimed by a
+worker under a lease; shown as pending), `done` or `dead` (refused for good, or out of attempts;
+an operator retries or discards them).
 """
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import hashlib
 import hmac
@@ -16,6 +21,8 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,12 +45,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
 
 log = logging.getLogger("pathway.store")
 metadata = MetaData()
-AUDIT_BATCH = 200
-AUDIT_FLUSH_SECONDS = 0.5
 JTI_PRUNE_SECONDS = 60.0
+# Whether opening a store brings its schema up to date (under a lock). `pathway serve` migrates
+# once before its workers start and turns this off, so workers only check the revision.
+AUTO_MIGRATE = True
 
 feedback = Table(
     "feedback",
@@ -71,12 +80,16 @@ outbox = Table(
     Column("key", String(200), nullable=False, index=True),  # base|patient hash
     Column("target", String(500), nullable=False),  # the FHIR base URL
     Column("body", Text, nullable=False),  # the desired state (no tokens, ever)
-    Column("status", String(20), nullable=False),  # pending | working | done | failed
+    Column("status", String(20), nullable=False, index=True),  # pending|working|done|dead
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("lease_until", DateTime(timezone=True)),
-    Column("last_error", Text),
+    Column("last_error", Text),  # the last error's diagnostics, without patient data
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("error_status", Integer),  # the last error's HTTP status (None: no answer)
+    Column("error_interaction", String(200)),  # e.g. "transaction: POST CarePlan"
+    Column("error_code", String(60)),  # the OperationOutcome's issue code
+    Column("updated_at", DateTime(timezone=True)),
 )
 seen_jti = Table(
     "seen_jti",
@@ -92,10 +105,28 @@ health = Table(
     Column("id", Integer, primary_key=True),
     Column("checked_at", DateTime(timezone=True), nullable=False),
 )
+# The clinician app's server-side sessions (pathway/app/sessions.py; migration 0003).
+app_session = Table(
+    "app_session",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the cookie, hex
+    Column("data", Text, nullable=False),  # Fernet token: encrypted JSON
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
 
 
 class StoreError(RuntimeError):
     """The store cannot be read or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryError:
+    """Why an outbox entry's last attempt failed, as an operator reads it (no patient data)."""
+
+    http_status: int | None
+    interaction: str
+    issue_code: str | None
+    diagnostics: str
 
 
 def _engine(url: str) -> Engine:
@@ -114,6 +145,18 @@ def _engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def open_engine(url: str) -> tuple[Engine, str | None]:
+    """An engine for `url` (the SQLite file's folder made) and the SQLite file's path, if any."""
+    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
+    sqlite_path = path if path and path != ":memory:" else None
+    if sqlite_path is not None:
+        try:
+            Path(sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store's folder: {e.strerror}") from e
+    return _engine(url), sqlite_path
 
 
 class _WriterLock:
@@ -139,7 +182,10 @@ class _WriterLock:
 
 
 class Store:
-    def __init__(self, url: str, secret: bytes | None = None) -> None:
+    def __init__(self, url: str, secret: bytes | None = None, migrate: bool | None = None) -> None:
+        """Open the store. `migrate` (default AUTO_MIGRATE): bring the schema up to date;
+        otherwise a database not at the newest revision is refused (run `pathway db
+        upgrade`)."""
         self.url = url
         db_path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
         self._sqlite_path = db_path if db_path and db_path != ":memory:" else None
@@ -153,16 +199,27 @@ class Store:
         self._jti_pruned = time.monotonic()
         try:
             self.engine = _engine(url)
-            metadata.create_all(self.engine)
+            # A store dropped without close() still closes its pooled connections.
+            weakref.finalize(self, self.engine.dispose)
+            self._check_schema(AUTO_MIGRATE if migrate is None else migrate)
         except (SQLAlchemyError, OSError) as e:
             raise StoreError(f"cannot open the store: {type(e).__name__}") from e
         self._secret = secret or os.urandom(32)
-        self._audit_rows: list[dict[str, Any]] = []
-        self._audit_lock = threading.Lock()
-        self._audit_wakeup = threading.Event()
-        self._closed = False
-        threading.Thread(target=self._audit_writer, name="audit-writer", daemon=True).start()
-        atexit.register(self.flush_audit)
+
+    def _check_schema(self, migrate: bool) -> None:
+        from pathway.store import schema
+
+        with self.engine.connect() as c:
+            rev = schema.current(c)
+        if rev == schema.head():
+            return
+        if migrate:
+            schema.upgrade(self.engine, self._sqlite_path)
+            return
+        raise StoreError(
+            f"the store's schema is at revision {rev or 'none (empty)'}, this release needs "
+            f"{schema.head()}: run `pathway db upgrade`"
+        )
 
     def subject_hash(self, patient_id: str) -> str:
         return hmac.new(self._secret, patient_id.encode(), hashlib.sha256).hexdigest()
@@ -206,46 +263,43 @@ class Store:
             return [dict(r._mapping) for r in c.execute(select(feedback).order_by(feedback.c.id))]
 
     def add_audit(self, action: str, patient_id: str, detail: dict[str, Any]) -> None:
-        """Queue an audit row; rows are written in batches (one transaction per batch) so the
-        hook's hot path does not wait for the disk. `flush_audit()` writes them now."""
-        row = {
-            "at": datetime.now(UTC),
-            "action": action,
-            "subject_hash": self.subject_hash(patient_id),
-            "detail": orjson.dumps(detail).decode(),
-        }
-        with self._audit_lock:
-            self._audit_rows.append(row)
-            full = len(self._audit_rows) >= AUDIT_BATCH
-        if full:
-            self.flush_audit()
-        else:
-            self._audit_wakeup.set()
+        """Write an audit row now (one short transaction): a worker killed a moment later
+        loses nothing. On SQLite a plain sqlite3 statement on the thread's connection."""
+        at = datetime.now(UTC)
+        subject = self.subject_hash(patient_id)
+        body = orjson.dumps(detail).decode()
+        if self._sqlite_path is not None:
+            try:
+                with self._writer:
+                    self._sqlite().execute(
+                        "INSERT INTO audit (at, action, subject_hash, detail) VALUES (?, ?, ?, ?)",
+                        (_sqlite_time(at), action, subject, body),
+                    )
+            except sqlite3.Error as e:
+                raise StoreError(f"audit row not written: {type(e).__name__}") from e
+            return
+        try:
+            with self.engine.begin() as c:
+                c.execute(
+                    insert(audit).values(at=at, action=action, subject_hash=subject, detail=body)
+                )
+        except SQLAlchemyError as e:
+            raise StoreError(f"audit row not written: {type(e).__name__}") from e
 
     def flush_audit(self) -> int:
-        with self._audit_lock:
-            rows, self._audit_rows = self._audit_rows, []
-        if not rows:
-            return 0
-        try:
-            with self._writer, self.engine.begin() as c:
-                c.execute(insert(audit), rows)
-        except SQLAlchemyError:
-            log.error("audit rows could not be written (%d)", len(rows))
-            return 0
-        return len(rows)
+        """Kept for callers of earlier releases: audit rows are no longer held back."""
+        return 0
 
-    def _audit_writer(self) -> None:
-        while not self._closed:
-            self._audit_wakeup.wait(AUDIT_FLUSH_SECONDS)
-            self._audit_wakeup.clear()
-            time.sleep(AUDIT_FLUSH_SECONDS)  # let a batch gather
-            self.flush_audit()
+    def audit_rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(audit).order_by(audit.c.id))]
 
     def close(self) -> None:
-        self._closed = True
-        self._audit_wakeup.set()
-        self.flush_audit()
+        conn = getattr(self._thread, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._thread.conn = None
+        self.engine.dispose()
 
     # --- outbox
     def outbox_put(self, key: str, target: str, body: str) -> int:
@@ -256,7 +310,7 @@ class Store:
             with self._writer, self.engine.begin() as c:
                 c.execute(
                     delete(outbox).where(
-                        outbox.c.key == key, outbox.c.status.in_(("pending", "failed"))
+                        outbox.c.key == key, outbox.c.status.in_(("pending", "dead"))
                     )
                 )
                 r = c.execute(
@@ -268,6 +322,7 @@ class Store:
                         attempts=0,
                         next_attempt_at=now,
                         created_at=now,
+                        updated_at=now,
                     )
                 )
                 pk = r.inserted_primary_key
@@ -327,23 +382,78 @@ class Store:
             c.execute(
                 update(outbox)
                 .where(outbox.c.id == entry_id)
-                .values(status="done", lease_until=None, last_error=None)
+                .values(
+                    status="done",
+                    lease_until=None,
+                    last_error=None,
+                    error_status=None,
+                    error_interaction=None,
+                    error_code=None,
+                    updated_at=datetime.now(UTC),
+                )
             )
 
     def outbox_retry(
-        self, entry_id: int, error: str, delay_seconds: float, give_up: bool = False
+        self, entry_id: int, error: EntryError, delay_seconds: float, give_up: bool = False
     ) -> None:
+        """Record a failed attempt: `pending` again after `delay_seconds`, or `dead`."""
+        now = datetime.now(UTC)
         with self._writer, self.engine.begin() as c:
             c.execute(
                 update(outbox)
                 .where(outbox.c.id == entry_id)
                 .values(
-                    status="failed" if give_up else "pending",
+                    status="dead" if give_up else "pending",
                     lease_until=None,
-                    last_error=error[:2000],
-                    next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay_seconds),
+                    last_error=error.diagnostics[:2000],
+                    error_status=error.http_status,
+                    error_interaction=error.interaction[:200],
+                    error_code=(error.issue_code or "")[:60] or None,
+                    next_attempt_at=now + timedelta(seconds=delay_seconds),
+                    updated_at=now,
                 )
             )
+
+    def outbox_requeue(self, entry_id: int | None = None, dead: bool = False) -> list[int]:
+        """An operator's retry: the entry (pending or dead), or every dead entry, is due now
+        with its attempts counted from zero. Returns the ids requeued."""
+        now = datetime.now(UTC)
+        where: ColumnElement[bool]
+        if entry_id is not None:
+            where = (outbox.c.id == entry_id) & outbox.c.status.in_(("pending", "dead"))
+        elif dead:
+            where = outbox.c.status == "dead"
+        else:
+            return []
+        with self._writer, self.engine.begin() as c:
+            ids = [int(r.id) for r in c.execute(select(outbox.c.id).where(where))]
+            if ids:
+                c.execute(
+                    update(outbox)
+                    .where(outbox.c.id.in_(ids))
+                    .values(status="pending", attempts=0, next_attempt_at=now, updated_at=now)
+                )
+        return ids
+
+    def outbox_discard(self, entry_id: int) -> bool:
+        """An operator's discard: the entry (not one a worker is running) is deleted."""
+        with self._writer, self.engine.begin() as c:
+            gone = c.execute(
+                delete(outbox).where(outbox.c.id == entry_id, outbox.c.status != "working")
+            ).rowcount
+        return bool(gone)
+
+    def outbox_list(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Entries for the operator, newest first, without their bodies (the desired state is
+        patient data). `status` pending (includes working), done or dead."""
+        cols = [c for c in outbox.c if c.name not in ("body", "key")]
+        q = select(*cols).order_by(outbox.c.id.desc()).limit(limit)
+        if status == "pending":
+            q = q.where(outbox.c.status.in_(("pending", "working")))
+        elif status is not None:
+            q = q.where(outbox.c.status == status)
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
 
     def outbox_rows(self) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
@@ -384,8 +494,9 @@ class Store:
         self._jti_pruned = now
         return True
 
-    def _remember_jti_sqlite(self, key: str, expires_at: datetime) -> bool:
-        conn = getattr(self._thread, "conn", None)
+    def _sqlite(self) -> sqlite3.Connection:
+        """This thread's plain sqlite3 connection (autocommit), for the hot-path writes."""
+        conn: sqlite3.Connection | None = getattr(self._thread, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
                 str(self._sqlite_path), timeout=5, isolation_level=None, check_same_thread=False
@@ -393,16 +504,24 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._thread.conn = conn
-        # SQLAlchemy's SQLite text form, "YYYY-MM-DD HH:MM:SS.ffffff" (it sorts as time does)
-        expires = expires_at.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+        return conn
+
+    def _remember_jti_sqlite(self, key: str, expires_at: datetime) -> bool:
+        conn = self._sqlite()
+        expires = _sqlite_time(expires_at)
         try:
             with self._writer:
                 conn.execute("INSERT INTO seen_jti (key, expires_at) VALUES (?, ?)", (key, expires))
                 if self._prune_due():
-                    now = datetime.now(UTC).isoformat(" ", "microseconds")[:26]
+                    now = _sqlite_time(datetime.now(UTC))
                     conn.execute("DELETE FROM seen_jti WHERE expires_at < ?", (now,))
         except sqlite3.IntegrityError:
             return False
         except sqlite3.Error as e:
             raise StoreError(f"replay check failed: {type(e).__name__}") from e
         return True
+
+
+def _sqlite_time(when: datetime) -> str:
+    """SQLAlchemy's SQLite text form, "YYYY-MM-DD HH:MM:SS.ffffff" (it sorts as time does)."""
+    return when.astimezone(UTC).isoformat(" ", "microseconds")[:26]

@@ -121,10 +121,11 @@ def seed(fhir_base: str, resources: list[dict[str, Any]]) -> None:
         {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
         for r in resources
     ]
-    for i in range(0, len(entries), 200):
+    # Medplum (like real servers) takes at most 50 updates in one transaction.
+    for i in range(0, len(entries), 50):
         resp = requests.post(
             fhir_base,
-            json={"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + 200]},
+            json={"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + 50]},
             timeout=60,
         )
         assert resp.status_code == 200, resp.text[:2000]

