@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test lint types pytest pytest-compiled compiled audit bench load clean
+.PHONY: setup run test lint types pytest pytest-compiled compiled audit bench bench-population load clean
 
 $(BIN)/pathway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,spark]"
 	@touch $@
 
 # The loopback FHIR server of the integration tests: Medplum's FHIR router 5.2.13 (pinned in
@@ -55,11 +55,13 @@ pytest:
 	$(BIN)/python -m pytest
 
 # `pytest` (not `python -m pytest`, which would put the checkout first on sys.path).
-# The browser suite (tests/app: Chromium, the SMART launch, axe) runs once, on the source build
-# above (its pages, templates and launch are not compiled; the clinical code they call is
-# tested on both builds by the rest of the suite).
+# Run once, on the source build above: the Spark tests (a JVM in local mode,
+# tests/population/test_spark.py; the rules they run are the same Python either way, the JVM
+# start is the slow part) and the browser suite (tests/app: Chromium, the SMART launch, axe; its
+# pages, templates and launch are not compiled, the clinical code they call is tested on both
+# builds by the rest of the suite).
 pytest-compiled: setup $(COMPILED)
-	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/pytest -m "not browser"
+	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/pytest -m "not spark and not browser"
 
 # Dependency audit: fails on a reported vulnerability. Where the package index offers no
 # vulnerability data (as on this workplace's mirror) it says so and does not pass silently.
@@ -74,6 +76,11 @@ audit: $(BIN)/pathway
 
 bench: setup $(COMPILED)
 	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/python scripts/benchmark.py
+
+# `pathway population` throughput (patients/s/core, 100-resource patients) and peak memory for
+# two population sizes, local engine and Spark local mode, on the compiled build.
+bench-population: setup $(COMPILED)
+	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/python scripts/benchmark_population.py $(ARGS)
 
 # Bounded load run with write-back to the loopback FHIR server (60 s, 100 hooks/s).
 load: setup $(COMPILED)

@@ -1,4 +1,5 @@
-"""`pathway serve | evaluate | rules | sync | seed | outbox | db`: the command line."""
+"""`pathway serve | evaluate | rules | sync | seed | outbox | db | population | sweep`: the
+command line."""
 
 from __future__ import annotations
 
@@ -576,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
     dsub = dbp.add_subparsers(dest="action", required=True)
     dsub.add_parser("upgrade", help="migrate the store to this release's schema")
     dbp.set_defaults(func=cmd_db)
+
+    from pathway.population.cli import add_commands
+
+    add_commands(sub)  # population, sweep
 
     args = parser.parse_args(argv)
     try:

@@ -11,8 +11,17 @@ effect the spec fixes, and check the decision moved the right way (or not at all
 (d) a COWS rising past the buprenorphine start score (the latest COWS < 8 replaced by one >= 8 at
     the same instant) never makes buprenorphine less suitable;
 (e) a negative screen replaced by a positive one never makes naltrexone more permissive;
+(f) on methadone, adding recent full-agonist exposure leaves buprenorphine as it was (§8: caution,
+    never not-yet);
+(g)-(i) the adherence review (§8, judged per drug), on patients generated on buprenorphine or
+    methadone: a past request for another MOUD drug, or a screen from before the drug started,
+    changes nothing; a positive at the instant of the latest negative is never "missing";
 and: the same data evaluated twice gives the same decision (and the data is not changed), and
 the CDS hook and `$apply` say what the Evaluator says.
+
+Defects the properties found are pinned at the end of the file by minimal, deterministic tests
+(while a defect stands: strict xfail, and a narrow, named exclusion in the property so CI stays
+green; a fix turns the xfail red, then both come off).
 
 The generated patients are realistic FHIR: OUD Conditions of many codes, statuses and dates;
 DSM-5 counts, COWS, last-use observations with and without a type; drug screens of every analyte
@@ -25,8 +34,8 @@ around every edge of config/pathway.yaml, inside and outside, some date-only, so
 
 Run time: modest by default (CI runs the suite twice). For a deep run:
     PATHWAY_HYPOTHESIS_PROFILE=deep .venv/bin/python -m pytest tests/rules/test_metamorphic.py
-(50 x the examples). A failure prints the patient bundle and as_of; `print_blob` lets hypothesis
-replay it (@reproduce_failure).
+(50 x the examples; PATHWAY_HYPOTHESIS_SCALE=N for N x). A failure prints the patient bundle
+and as_of; `print_blob` lets hypothesis replay it (@reproduce_failure).
 """
 
 from __future__ import annotations
@@ -91,14 +100,17 @@ settings.register_profile(
         HealthCheck.function_scoped_fixture,
     ],
 )
-DEEP = os.environ.get("PATHWAY_HYPOTHESIS_PROFILE", "") == "deep"
+# PATHWAY_HYPOTHESIS_PROFILE=deep: 50 x the examples; PATHWAY_HYPOTHESIS_SCALE=N: N x.
+SCALE = (
+    50
+    if os.environ.get("PATHWAY_HYPOTHESIS_PROFILE", "") == "deep"
+    else int(os.environ.get("PATHWAY_HYPOTHESIS_SCALE", "1"))
+)
 
 
 def profile(examples: int) -> settings:
-    """The module's settings with `examples` (x 50 in a deep run)."""
-    return settings(
-        settings.get_profile("pathway-metamorphic"), max_examples=examples * (50 if DEEP else 1)
-    )
+    """The module's settings with `examples` (times SCALE)."""
+    return settings(settings.get_profile("pathway-metamorphic"), max_examples=examples * SCALE)
 
 
 # ------------------------------------------------------------------ codes (config/valuesets)
@@ -137,6 +149,25 @@ DRUGS = {
     "zolpidem": "854873",  # cns-depressants
     "clonidine": "884173",
     "lofexidine": "2046591",
+}
+DRUG_GROUPS = {  # the value set (config/valuesets) each code must be in
+    "bup-film": "buprenorphine-oud",
+    "bup-sl": "buprenorphine-oud",
+    "bup-patch": "buprenorphine-pain",
+    "methadone-tab": "methadone",
+    "methadone-sol": "methadone",
+    "naltrexone-tab": "naltrexone",
+    "naltrexone-xr": "naltrexone",
+    "naloxone-nasal": "naloxone-rescue",
+    "oxycodone": "opioid-analgesic-oxycodone",
+    "hydrocodone": "opioid-analgesic-hydrocodone",
+    "morphine": "opioid-analgesic-morphine",
+    "fentanyl-patch": "opioid-analgesic-fentanyl",
+    "tramadol": "opioid-analgesic-other",
+    "alprazolam": "benzodiazepines",
+    "zolpidem": "cns-depressants",
+    "clonidine": "clonidine",
+    "lofexidine": "lofexidine",
 }
 MOUD_DRUGS = (
     "bup-film",
@@ -188,21 +219,7 @@ CLINICAL = (None, "active", "recurrence", "relapse", "inactive", "remission", "r
 VERIFICATION = (None, None, "confirmed", "provisional", "refuted", "entered-in-error")
 STAGES = ("precontemplation", "contemplation", "preparation", "action", "maintenance", "someday")
 OPIOID_TYPES = ("short-acting", "long-acting", "fentanyl", None, "unknown-kind")
-TASK_CODES = (
-    "collect-uds",
-    "assess-cows",
-    "assess-oud-severity",
-    "assess-readiness",
-    "order-lft",
-    "order-ecg",
-    "pregnancy-test",
-    "hiv-hcv-screening",
-    "prescribe-naloxone",
-    "discuss-moud-options",
-    "follow-up-visit",
-    "motivational-interviewing",
-    "family-support",
-)
+TASK_CODES = tuple(RAW["tasks"])  # every task of config/pathway.yaml
 
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 
@@ -245,6 +262,7 @@ RESULTS: dict[str, tuple[dict[str, Any], ...]] = {
         {},
     ),
 }
+HCG_RESULTS = RESULTS["positive"] + RESULTS["negative"]
 
 
 # ------------------------------------------------------------------ dates
@@ -482,7 +500,7 @@ def build_case(draw: Callable[..., Any], evaluator: Evaluator) -> Case:
         high = d.pick((None, None, 30.0, 40.0, 56.0))
         out.append(quantity(code, float(d.int(10, 400)), d.when(), high=high))
     if gender == "female" and d.int(0, 2) == 0:
-        out.append(lab("2106-3", d.when(), **d.pick(RESULTS["positive"] + RESULTS["negative"])))
+        out.append(lab("2106-3", d.when(), **copy.deepcopy(d.pick(HCG_RESULTS))))
     if gender == "female" and d.int(0, 4) == 0:
         answer = d.pick((("LA15173-0", LOINC), ("LA26683-5", LOINC), ("77386006", SNOMED)))
         out.append(lab("82810-3", d.when(), **_answer(answer[1], answer[0])))
@@ -510,11 +528,16 @@ def build_case(draw: Callable[..., Any], evaluator: Evaluator) -> Case:
 
 def canonical(x: Any) -> Any:
     """A decision as plain data, with the order of every sequence dropped (bundle order may
-    reorder reasons or evidence; it may not change them)."""
+    reorder reasons or evidence; it may not change them). A flag's detail is a lead-in and its
+    reasons joined with '; ': their order is dropped too."""
     if is_dataclass(x) and not isinstance(x, type):
         return {f.name: canonical(getattr(x, f.name)) for f in fields(x)}
     if isinstance(x, tuple) and hasattr(x, "_asdict"):
-        return {k: canonical(v) for k, v in x._asdict().items()}
+        out = {k: canonical(v) for k, v in x._asdict().items()}
+        if isinstance(out.get("detail"), str):
+            head, _, listed = out["detail"].partition(": ")
+            out["detail"] = [head, *sorted(listed.split("; "))]
+        return out
     if isinstance(x, list | tuple):
         return sorted((canonical(v) for v in x), key=repr)
     if isinstance(x, dict):
@@ -664,7 +687,7 @@ def old_resource_cases(
     elif kind == "vitals":
         r = quantity(d.pick(("8480-6", "8867-4")), float(d.int(30, 80)), when)
     elif kind == "hcg":
-        r = lab("2106-3", when, **d.pick(RESULTS["positive"] + RESULTS["negative"]))
+        r = lab("2106-3", when, **copy.deepcopy(d.pick(HCG_RESULTS)))
     elif kind == "hiv-hcv":
         r = lab(d.pick(("75622-1", "13955-0")), when, **_answer(SNOMED, "260385009"))
     elif kind == "naloxone-request":
@@ -723,36 +746,6 @@ def _code(r: dict[str, Any]) -> str:
     concept = r.get("code") or r.get("medicationCodeableConcept") or {}
     codings = concept.get("coding") or [{}]
     return str(codings[0].get("code"))
-
-
-def _dates(r: dict[str, Any]) -> list[str]:
-    """The dates the rules order by: effective (and a last use's valueDateTime), authoredOn,
-    recordedDate / onset. A missing one is '' (undated entries tie too)."""
-    if r["resourceType"] == "Observation":
-        return [r.get("effectiveDateTime", ""), r.get("valueDateTime", "")]
-    if r["resourceType"] == "MedicationRequest":
-        return [r.get("authoredOn", "")]
-    if r["resourceType"] == "Condition":
-        return [r.get("recordedDate") or r.get("onsetDateTime") or ""]
-    return []
-
-
-def has_date_ties(resources: list[dict[str, Any]]) -> bool:
-    """Two resources of one type and code with the same date (two requests for one drug authored
-    the same day, two results of one test at one instant, two undated last uses)."""
-    seen: set[tuple[str, str, str]] = set()
-    for r in resources:
-        for when in _dates(r):
-            key = (r["resourceType"], _code(r), when)
-            if key in seen:
-                return True
-            seen.add(key)
-    return False
-
-
-def has_result_ties(resources: list[dict[str, Any]]) -> bool:
-    """Two Observations of one code at the same time span (or both undated)."""
-    return has_date_ties([r for r in resources if r["resourceType"] == "Observation"])
 
 
 @profile(100)
@@ -894,6 +887,215 @@ def test_a_negative_screen_turned_positive_never_makes_naltrexone_more_permissiv
     assert no_more_permissive(before, after), f"naltrexone {before} -> {after}"
 
 
+@st.composite
+def on_methadone_with_exposure(
+    draw: Callable[..., Any],
+) -> tuple[Case, str, list[dict[str, Any]]]:
+    """A patient with an active methadone request (any indication, authored by as_of or
+    undated) and some recent full-agonist exposure to add."""
+    case = build_case(draw, EVALUATOR)
+    d = Draw(draw, case.as_of, EVALUATOR.config.pathway)
+    authored = (
+        None
+        if d.int(0, 5) == 0
+        else fhir_text(
+            case.as_of - timedelta(seconds=d.int(0, 400 * 86400)), d.pick(("instant", "date"))
+        )
+    )
+    case.resources.append(
+        request(d, d.pick(("methadone-tab", "methadone-sol")), "active", authored)
+    )
+    recent = case.as_of - timedelta(seconds=d.int(0, 36 * 3600))
+    what = d.pick(
+        (
+            "fentanyl-positive screen",
+            "opiates-positive screen",
+            "short-acting use",
+            "fentanyl use",
+            "untyped use",
+            "active opioid analgesic",
+        )
+    )
+    added: list[dict[str, Any]]
+    if what == "fentanyl-positive screen":
+        added = [screen(d, case, "fentanyl", "positive", instant(recent))]
+    elif what == "opiates-positive screen":
+        added = [screen(d, case, "opiates", "positive", instant(recent))]
+    elif what.endswith("use"):
+        kind = {"short-acting use": "short-acting", "fentanyl use": "fentanyl"}.get(what)
+        added = [last_use(instant(recent), kind, when=instant(case.as_of))]
+    else:
+        name = d.pick(("oxycodone", "hydrocodone", "morphine", "fentanyl-patch", "tramadol"))
+        added = [med(DRUGS[name], "active", instant(recent))]
+    return case, what, added
+
+
+@profile(100)
+@given(on_methadone_with_exposure())
+def test_on_methadone_recent_exposure_does_not_change_buprenorphine(
+    generated: tuple[Case, str, list[dict[str, Any]]],
+) -> None:
+    """§8: on methadone (any active methadone request, pain included) buprenorphine is a planned
+    transition (caution), never not-yet, whatever other recent full-agonist exposure exists; so
+    adding such exposure leaves buprenorphine's status as it was."""
+    case, what, added = generated
+    before = EVALUATOR.evaluate(case.bundle(), case.as_of).decision.status_of("buprenorphine")
+    after = EVALUATOR.evaluate(case.bundle([*case.resources, *added]), case.as_of).decision
+    assert after.status_of("buprenorphine") == before, (
+        f"on methadone, adding {what}: buprenorphine {before} -> {after.status_of('buprenorphine')}"
+    )
+    assert before != "not-yet"
+
+
+def adherence(d: Decision) -> tuple[bool, tuple[str, ...]]:
+    """Is an adherence review planned, and for which drugs was the expected analyte missing."""
+    flagged = tuple(sorted(f.summary for f in d.flags if f.code == "moud-analyte-missing"))
+    return "review-adherence" in d.task_codes, flagged
+
+
+EXPECTED = {  # §2: the drug, its request codes, its expected analytes (config drug_groups)
+    "buprenorphine": (("1010604", "351265"), ("buprenorphine",)),
+    "methadone": (("864706", "991147"), ("methadone", "eddp")),
+}
+
+
+@dataclass
+class OnMoud:
+    """A generated patient on buprenorphine or methadone (with an OUD diagnosis, so methadone is
+    MOUD), the drug's own chain started at `start`, screens for its analytes around the start."""
+
+    case: Case
+    drug: str
+    start: datetime
+
+
+@st.composite
+def on_moud(draw: Callable[..., Any]) -> OnMoud:
+    case = build_case(draw, EVALUATOR)
+    d = Draw(draw, case.as_of, EVALUATOR.config.pathway)
+    drug = d.pick(tuple(EXPECTED))
+    codes, analytes = EXPECTED[drug]
+    case.resources.append(condition("F11.20", ICD10, status="active", recorded="2020-01-01"))
+    start = case.as_of - timedelta(days=d.int(0, 40), seconds=d.int(0, 86399))
+    chain = [start]
+    for _ in range(d.int(0, 2)):  # the drug's own earlier requests (<= 30 days apart or not)
+        chain.append(chain[-1] - timedelta(days=d.int(1, 40)))
+    for i, t in enumerate(chain):
+        status = "active" if i == 0 else d.pick(("completed", "stopped"))
+        case.resources.append(med(d.pick(codes), status, fhir_text(t, d.pick(("instant", "date")))))
+    first = min(chain)
+    for _ in range(d.int(0, 4)):  # screens around the start, some the same instant
+        t = min(case.as_of, first + timedelta(hours=d.int(-10 * 24, 45 * 24)))
+        meaning = d.pick(("negative", "negative", "positive", "unknown"))
+        case.resources.append(screen(d, case, d.pick(analytes), meaning, instant(t)))
+    return OnMoud(case, drug, first)
+
+
+def adherence_of(case: Case, resources: list[dict[str, Any]]) -> tuple[bool, tuple[str, ...]]:
+    return adherence(EVALUATOR.evaluate(case.bundle(resources), case.as_of).decision)
+
+
+@st.composite
+def other_drug_history(draw: Callable[..., Any]) -> tuple[OnMoud, dict[str, Any]]:
+    """A patient on buprenorphine or methadone and a past naltrexone request (completed or
+    stopped, no reasonCode) to add, often within 30 days before the drug's own chain: another
+    MOUD drug, so it may move the episode's start, never the drug's own chain."""
+    p = draw(on_moud())
+    d = Draw(draw, p.case.as_of, EVALUATOR.config.pathway)
+    t = p.start - timedelta(days=d.int(0, 45), seconds=d.int(0, 86399))
+    added = med(
+        DRUGS[d.pick(("naltrexone-tab", "naltrexone-xr"))],
+        d.pick(("completed", "stopped")),
+        fhir_text(t, d.pick(("instant", "date"))),
+    )
+    return p, added
+
+
+@profile(100)
+@given(other_drug_history())
+def test_another_moud_drug_never_changes_the_adherence_review(
+    generated: tuple[OnMoud, dict[str, Any]],
+) -> None:
+    """§8: 'expected MOUD analyte missing' counts the days on a drug from that drug's own chain
+    and reads only screens since then: a past request for another MOUD drug changes neither."""
+    p, added = generated
+    before = adherence_of(p.case, p.case.resources)
+    after = adherence_of(p.case, [*p.case.resources, added])
+    assert after == before, f"adding {orjson.dumps(added).decode()}: {before} -> {after}"
+
+
+@st.composite
+def screen_before_start(draw: Callable[..., Any]) -> tuple[OnMoud, dict[str, Any]]:
+    """A patient on buprenorphine or methadone and a screen for the drug's analyte taken a day
+    or more before any request for the drug (so before its chain start), any result."""
+    p = draw(on_moud())
+    d = Draw(draw, p.case.as_of, EVALUATOR.config.pathway)
+    codes, analytes = EXPECTED[p.drug]
+    earliest = min(
+        earliest_day(r["authoredOn"])
+        for r in p.case.resources
+        if r["resourceType"] == "MedicationRequest" and _code(r) in codes and r.get("authoredOn")
+    )
+    t = datetime.combine(earliest, datetime.min.time(), UTC) - timedelta(
+        days=d.int(1, 60), seconds=d.int(1, 86399)
+    )
+    meaning = d.pick(("negative", "positive", "unknown"))
+    form = d.pick(("instant", "date", "offset", "offset-east"))  # not a month: it may reach
+    return p, screen(d, p.case, d.pick(analytes), meaning, fhir_text(t, form))  # the start
+
+
+@profile(75)
+@given(screen_before_start())
+def test_a_screen_before_the_drug_started_never_changes_the_adherence_review(
+    generated: tuple[OnMoud, dict[str, Any]],
+) -> None:
+    """§8: 'a screen from before the drug was prescribed says nothing about adherence'."""
+    p, added = generated
+    before = adherence_of(p.case, p.case.resources)
+    after = adherence_of(p.case, [*p.case.resources, added])
+    assert after == before, f"adding {orjson.dumps(added).decode()}: {before} -> {after}"
+
+
+@st.composite
+def positive_beside_negative(draw: Callable[..., Any]) -> tuple[OnMoud, list[dict[str, Any]]]:
+    """A patient on buprenorphine or methadone whose latest screens for the drug's analytes are
+    a negative and a positive taken at one instant (on or after the start; the patient's own
+    screens for those analytes that could be later are dropped), in either order."""
+    p = draw(on_moud())
+    d = Draw(draw, p.case.as_of, EVALUATOR.config.pathway)
+    _codes, analytes = EXPECTED[p.drug]
+    span = max(0, int((p.case.as_of - p.start).total_seconds()))
+    t = p.case.as_of - timedelta(seconds=d.int(0, span))
+    wanted = {c for a in analytes for c in UDS_CODES[a]}
+    p.case.resources = [
+        r
+        for r in p.case.resources
+        if not (
+            r["resourceType"] == "Observation"
+            and _code(r) in wanted
+            and (not r.get("effectiveDateTime") or latest_instant(r["effectiveDateTime"]) >= t)
+        )
+    ]
+    pair = [
+        screen(d, p.case, d.pick(analytes), "negative", instant(t)),
+        screen(d, p.case, d.pick(analytes), "positive", instant(t)),
+    ]
+    return p, pair if d.int(0, 1) else pair[::-1]
+
+
+@profile(75)
+@given(positive_beside_negative())
+def test_a_positive_at_the_latest_instant_is_never_a_missing_analyte(
+    generated: tuple[OnMoud, list[dict[str, Any]]],
+) -> None:
+    """§8: the latest screen is by effective instant, and results at the same instant with any
+    positive are not negative: this drug is not flagged, whichever order the pair comes in."""
+    p, pair = generated
+    decision = EVALUATOR.evaluate(p.case.bundle([*p.case.resources, *pair]), p.case.as_of)
+    flagged = adherence(decision.decision)[1]
+    assert not any(p.drug in summary for summary in flagged), flagged
+
+
 @profile(50)
 @given(patients(EVALUATOR))
 def test_the_same_data_twice_gives_the_same_decision(case: Case) -> None:
@@ -997,6 +1199,21 @@ def test_hook_and_apply_say_what_the_evaluator_says(
     assert plan["due"] == {t.code: (t.due.isoformat(), t.priority) for t in d.tasks}
 
 
+def test_generated_codes_are_in_the_value_sets() -> None:
+    """The generator's codes mean what it thinks (a code outside its value set would make the
+    properties vacuous for that kind)."""
+    t = EVALUATOR.config.terminology
+    for analyte, codes in UDS_CODES.items():
+        for code in codes:
+            assert f"uds-{analyte}" in t.groups([{"system": LOINC, "code": code}]), code
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    assert set(DRUG_GROUPS) == set(DRUGS)
+    for name, code in DRUGS.items():
+        assert DRUG_GROUPS[name] in t.groups([{"system": rxnorm, "code": code}]), name
+    for system, code in OUD_CODES:
+        assert "oud-conditions" in t.groups([{"system": system, "code": code}]), code
+
+
 def test_old_kinds_name_config_keys() -> None:
     """The look-backs behind (a) are config keys that exist (a renamed key fails here)."""
     keys = set(window_keys(RAW))
@@ -1017,8 +1234,7 @@ def test_own_date_helpers() -> None:
 
 
 # ------------------------------------------------------------------ defects the properties found
-# Minimal patients, deterministic. Strict xfail: when the rule is fixed the test passes, the
-# suite turns red, and the mark (and the matching exclusion in the property above) comes off.
+# Minimal patients, deterministic (each was a strict xfail until the rule was fixed).
 
 TIE_AS_OF = datetime(2024, 11, 20, 16, 45, tzinfo=UTC)
 TIE_AT = "2024-11-20T10:00:00Z"
@@ -1078,12 +1294,27 @@ def test_results_at_the_same_instant_decide_the_same_in_any_order(tie: str) -> N
     assert one.decision.status_of(name) == other.decision.status_of(name)
 
 
-def test_tied_requests_cite_the_same_resource_in_any_order() -> None:
-    x = med("1010604", "active", "2024-11-01")
-    y = med("1010604", "active", "2024-11-01")
-    base = [patient(), _oud()]
-    one = EVALUATOR.evaluate(Case(TIE_AS_OF, [*base, x, y]).bundle(), TIE_AS_OF).decision
-    other = EVALUATOR.evaluate(Case(TIE_AS_OF, [*base, y, x]).bundle(), TIE_AS_OF).decision
+CITED_BY_ORDER = {
+    "two active buprenorphine requests authored the same day": (
+        med("1010604", "active", "2024-11-01"),
+        med("1010604", "active", "2024-11-01"),
+    ),
+    "OUD evidence: an active and a completed buprenorphine request": (
+        med("1010604", "active", "2024-10-01"),
+        med("1010604", "completed", "2024-06-01"),
+    ),
+    "OUD evidence: two MOUD requests with an OUD reasonCode": (
+        med("864706", "active", "2024-10-01", reason=(ICD10, "F11.20")),
+        med("637213", "completed", "2024-06-01", reason=(ICD10, "F11.20")),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CITED_BY_ORDER))
+def test_the_cited_request_does_not_depend_on_bundle_order(case: str) -> None:
+    x, y = CITED_BY_ORDER[case]
+    one = EVALUATOR.evaluate(Case(TIE_AS_OF, [patient(), x, y]).bundle(), TIE_AS_OF).decision
+    other = EVALUATOR.evaluate(Case(TIE_AS_OF, [patient(), y, x]).bundle(), TIE_AS_OF).decision
     assert canonical(one) == canonical(other), diff(one, other)
 
 
@@ -1096,3 +1327,11 @@ def test_an_old_dated_last_use_does_not_hide_an_undated_one() -> None:
     after = EVALUATOR.evaluate(Case(TIE_AS_OF, [*base, old]).bundle(), TIE_AS_OF).decision
     assert before.status_of("buprenorphine") == "not-yet"
     assert after.status_of("buprenorphine") == "not-yet"
+
+
+def test_an_old_untyped_last_use_adds_no_note() -> None:
+    old = last_use("2024-11-01T00:00:00Z", None, when="2024-11-01T00:00:00Z")
+    base = [patient(), _oud()]
+    before = EVALUATOR.evaluate(Case(TIE_AS_OF, base).bundle(), TIE_AS_OF).decision
+    after = EVALUATOR.evaluate(Case(TIE_AS_OF, [*base, old]).bundle(), TIE_AS_OF).decision
+    assert after.notes == before.notes

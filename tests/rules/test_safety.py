@@ -341,6 +341,22 @@ def test_row7_moud_ordered_without_rescue_naloxone_is_info(decide, moud):
     assert f.order_ref == ref(dr)
 
 
+def test_row7_naloxone_info_names_what_is_ordered_and_what_is_taken(decide):
+    """Issue 13: naltrexone ordered for a patient on buprenorphine: the info card names the
+    drug being ordered, and apart what the patient takes (never "MOUD (naltrexone)")."""
+    bup = med(BUP_NALOXONE_FILM, authored=day_ago(60))
+    dr = draft(NALTREXONE_XR)
+    d = decide(oud_condition(), bup, drafts=[dr])
+    ordered = [f for f in flags_of(d, "no-rescue-naloxone") if f.order_ref == ref(dr)]
+    (f,) = ordered
+    assert f.detail.startswith("Naltrexone ordered")
+    assert "The patient is on buprenorphine." in f.detail
+    assert "MOUD (naltrexone)" not in f.detail
+    assert f.rule == "flag.no-rescue-naloxone.order"
+    chart = [f for f in flags_of(d, "no-rescue-naloxone") if f.order_ref is None]
+    assert [c.detail.split(" without")[0] for c in chart] == ["On MOUD (buprenorphine)"]
+
+
 def test_row7_moud_ordered_with_naloxone_ordered_is_not_flagged(decide):
     """§5: naloxone ordered together with the MOUD: no flag."""
     d = decide(oud_condition(), drafts=[draft(BUP_NALOXONE_FILM), draft(NALOXONE_NASAL)])

@@ -1,0 +1,105 @@
+"""Bulk Data NDJSON in: the files, their lines, and whose each resource is.
+
+A `$export` writes one or more files per resource type (`Observation.ndjson`,
+`Observation.001.ndjson.gz`, ...), one resource a line. Any file name ending `.ndjson` or
+`.ndjson.gz` is read, whatever its type prefix: the resource says what it is.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+
+from pathway.fhir.bundle import FHIR_ID
+
+SUFFIXES = (".ndjson", ".ndjson.gz")
+# Where a resource of the Patient compartment names its patient (R4), in the order the reader
+# checks them (pathway.fhir.facts.FactReader._belongs).
+PATIENT_FIELDS = ("subject", "patient", "for", "beneficiary")
+
+
+def input_files(folder: Path, exclude: Path | None = None) -> list[Path]:
+    """Every NDJSON file under `folder` (sorted, so that runs are reproducible), except those
+    under `exclude` (the output folder, when it lies inside the input: a rerun must not read
+    its own patients.ndjson)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    skip = exclude.resolve() if exclude is not None else None
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.name.endswith(SUFFIXES)
+        and not p.name.startswith(".")
+        and (skip is None or not p.resolve().is_relative_to(skip))
+    )
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    if path.name.endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) for every non-blank line."""
+    with open_binary(path) as f:
+        for n, raw in enumerate(f, 1):
+            line = raw.strip()
+            if line:
+                yield n, line
+
+
+def patient_id_of(ref: Any) -> str | None:
+    """`Patient/x` or `https://…/Patient/x` -> x (a FHIR id), else None."""
+    if type(ref) is not dict:
+        return None
+    target = ref.get("reference")
+    if type(target) is not str:
+        return None
+    if target.startswith("Patient/"):  # the common case: a relative reference
+        pid = target[8:]
+    else:
+        parts = target.rstrip("/").split("/")
+        if len(parts) < 2 or parts[-2] != "Patient":
+            return None
+        pid = parts[-1]
+    return pid if FHIR_ID.fullmatch(pid) else None
+
+
+def patient_key(resource: dict[str, Any]) -> str | None:
+    """The patient a resource belongs to: a Patient's own id, else the first of
+    subject/patient/for/beneficiary that references a Patient. None: no patient (Medication,
+    Practitioner, ...) or a reference that is not to a Patient."""
+    if resource.get("resourceType") == "Patient":
+        rid = resource.get("id")
+        return rid if type(rid) is str and FHIR_ID.fullmatch(rid) else None
+    for key in PATIENT_FIELDS:
+        value = resource.get(key)
+        # as the reader decides (FactReader._belongs): the first with a string reference
+        if value is not None and type(value) is dict and type(value.get("reference")) is str:
+            return patient_id_of(value)
+    return None
+
+
+def medication_key(resource: dict[str, Any]) -> str | None:
+    """A Medication's join key: `Medication/<id>`."""
+    rid = resource.get("id")
+    return f"Medication/{rid}" if isinstance(rid, str) and FHIR_ID.fullmatch(rid) else None
+
+
+def referenced_medication(resource: dict[str, Any]) -> str | None:
+    """The `Medication/<id>` a MedicationRequest points at (relative or absolute URL); None for
+    a contained (`#x`) or coded medication."""
+    if resource.get("resourceType") != "MedicationRequest":
+        return None
+    ref = resource.get("medicationReference")
+    target = ref.get("reference") if isinstance(ref, dict) else None
+    if not isinstance(target, str) or target.startswith(("#", "urn:")):
+        return None
+    parts = target.rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "Medication" and FHIR_ID.fullmatch(parts[-1]):
+        return f"Medication/{parts[-1]}"
+    return None
