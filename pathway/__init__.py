@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from flask_cors import CORS
 
 from pathway.config import LoadedConfig
 from pathway.settings import Settings
@@ -31,7 +30,7 @@ def build() -> str:
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. `test_config` may hold `settings` (a Settings), `config` (a LoadedConfig),
     `store` (a Store) and plain Flask config keys; otherwise settings come from PATHWAY_*."""
-    from pathway.api import cds, fhir_ops, health, notifications, observability
+    from pathway.api import cds, cors, fhir_ops, health, notifications, observability
     from pathway.api.auth import Verifier, load_clients
     from pathway.api.errors import register_error_handlers
     from pathway.logs import configure_logging
@@ -49,22 +48,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     service = Service(settings, loaded, store)
     app.extensions["pathway"] = service
     app.extensions["pathway.verifier"] = Verifier(
-        load_clients(settings.cds_clients_file), service.store.remember_jti
+        load_clients(settings.cds_clients_file),
+        service.store.remember_jti,
+        max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
     )
     if settings.auth_mode == "off":
         log.warning(
             "!!! PATHWAY_AUTH_MODE=off: CDS and FHIR callers are NOT authenticated. "
             "Development only: never run this way with patient data. !!!"
         )
-    CORS(
-        app,
-        resources={r"/cds-services*": {"origins": "*"}},
-        allow_headers=["Authorization", "Content-Type"],
-        max_age=600,
-        # CORS headers answer browsers, which always send Origin; EHR servers calling the
-        # service directly get none (and the hook skips the work)
-        always_send=False,
-    )
     if settings.writeback != "off" and overrides.get("START_OUTBOX", True):
         service.writeback.start()
     register_error_handlers(app)
@@ -72,6 +64,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     install_clinician_app(app, service)  # before observability: it owns /app/'s frame headers
     observability.install(app)
+    cors.install(app, settings.cors_origins)
+    health.install(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(fhir_ops.bp)
     app.register_blueprint(cds.bp)

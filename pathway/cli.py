@@ -190,8 +190,12 @@ def _service() -> Any:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Read one patient from a FHIR server, evaluate, and show or write the result."""
+    from pathway.fhir.bundle import FHIR_ID
     from pathway.fhir.client import FhirError
 
+    if not FHIR_ID.fullmatch(args.patient):  # it goes into the FHIR server's URLs
+        print("error: --patient must be a FHIR id (letters, digits, '-', '.')", file=sys.stderr)
+        return 2
     svc = _service()
     base = args.fhir_base.rstrip("/")
     client = svc.writeback.client(base)
@@ -386,6 +390,7 @@ def _upgrade(url: str) -> tuple[str | None, str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from pathway import server
     from pathway.store import db
 
     settings = Settings.from_env()
@@ -422,14 +427,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     class App(BaseApplication):
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
+            binds = [f"{host}:{port}"]
+            if settings.metrics_bind is not None:  # the scraper's own listener
+                mhost, mport = settings.metrics_bind
+                binds.append(f"[{mhost}]:{mport}" if ":" in mhost else f"{mhost}:{mport}")
+            self.cfg.set("bind", binds)
             self.cfg.set("workers", workers)
-            self.cfg.set("worker_class", "sync")
+            # gunicorn's sync worker, its own refusals (431, 414, 400) as OperationOutcomes
+            self.cfg.set("worker_class", "pathway.server.PathwayWorker")
             # A worker stuck on one request longer than this is killed and replaced.
             self.cfg.set("timeout", settings.request_timeout_seconds)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("keepalive", 5)
-            self.cfg.set("limit_request_line", 8190)
+            # Request line and header limits, chosen (pathway/server.py says why)
+            self.cfg.set("limit_request_line", server.LIMIT_REQUEST_LINE)
+            self.cfg.set("limit_request_fields", server.LIMIT_REQUEST_FIELDS)
+            self.cfg.set("limit_request_field_size", server.LIMIT_REQUEST_FIELD_SIZE)
+            # No control socket: by default every gunicorn of a user shares one under $HOME
+            # (gunicorn >= 24); this service does not use gunicornc.
+            if "control_socket_disable" in self.cfg.settings:
+                self.cfg.set("control_socket_disable", True)
             self.cfg.set("post_worker_init", _freeze_gc)
             self.cfg.set("child_exit", _worker_gone)
             self.cfg.set("logger_class", "pathway.cli.GunicornLogger")

@@ -59,6 +59,10 @@ class Settings:
     workers: int = 2
     request_timeout_seconds: int = 30
     log_level: str = "INFO"
+    jwt_max_lifetime_seconds: int = 300
+    metrics_token: str | None = None
+    metrics_bind: tuple[str, int] | None = None
+    cors_origins: frozenset[str] = frozenset()
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -71,10 +75,9 @@ class Settings:
     def redacted(self) -> dict[str, object]:
         """What may be logged: no secrets (the key file path is shown, never its content)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        if out.get("smart_app_client_secret"):
-            out["smart_app_client_secret"] = "***"  # noqa: S105 (a mask, not a password)
-        if out.get("notification_token"):
-            out["notification_token"] = "***"  # noqa: S105 (a mask, not a password)
+        for secret in ("notification_token", "metrics_token", "smart_app_client_secret"):
+            if out.get(secret):
+                out[secret] = "***"
         db = str(out["database_url"])
         if "@" in db:  # user:password@host
             scheme, rest = db.split("://", 1)
@@ -161,6 +164,21 @@ class Settings:
             )
         clients = get("CDS_CLIENTS_FILE")
         key = get("SMART_PRIVATE_KEY_FILE")
+        metrics_bind = _bind("PATHWAY_METRICS_BIND", get("METRICS_BIND"))
+        if (
+            metrics_bind is not None
+            and metrics_bind[1] == port
+            and metrics_bind[0]
+            in (
+                host,
+                "0.0.0.0",  # noqa: S104 (a comparison, not a bind)
+                "::",
+            )
+        ):
+            raise SettingsError("PATHWAY_METRICS_BIND must differ from PATHWAY_HOST:PATHWAY_PORT")
+        metrics_token = get("METRICS_TOKEN")
+        if metrics_token is not None and len(metrics_token) < 16:
+            raise SettingsError("PATHWAY_METRICS_TOKEN must be at least 16 characters")
         return cls(
             host=host,
             port=port,
@@ -189,6 +207,12 @@ class Settings:
             workers=integer("WORKERS", 2, 1, 64),
             request_timeout_seconds=integer("REQUEST_TIMEOUT_SECONDS", 30, 5, 600),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
+            jwt_max_lifetime_seconds=integer("JWT_MAX_LIFETIME_SECONDS", 300, 10, 3600),
+            metrics_token=metrics_token,
+            metrics_bind=metrics_bind,
+            cors_origins=frozenset(
+                _origin(o) for o in (get("CORS_ORIGINS") or "").split(",") if o.strip()
+            ),
         )
 
 
@@ -196,6 +220,42 @@ def _check_url(name: str, url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"{name}: {url!r} is not an http(s) URL")
+
+
+def _origin(raw: str) -> str:
+    """An origin exactly as a browser sends it in `Origin`: scheme://host[:port], lower case, no
+    path and no wildcard (each allowed origin is compared as a whole string)."""
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or "*" in value
+    ):
+        raise SettingsError(
+            f"PATHWAY_CORS_ORIGINS: {raw.strip()!r} is not an origin (scheme://host[:port])"
+        )
+    try:
+        port = parts.port
+    except ValueError as e:
+        raise SettingsError(f"PATHWAY_CORS_ORIGINS: {raw.strip()!r} has a bad port") from e
+    default = {"http": 80, "https": 443}[parts.scheme]
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def _bind(name: str, raw: str | None) -> tuple[str, int] | None:
+    if raw is None:
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError(f"{name} must be host:port, got {raw!r}")
+    return host, int(port)
 
 
 def _read_settings_file(path: Path) -> dict[str, str]:

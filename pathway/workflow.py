@@ -27,7 +27,7 @@ from pathway.errors import (
 from pathway.evaluation import Evaluation, Evaluator
 from pathway.fhir.bundle import flatten
 from pathway.fhir.client import FhirClient, FhirError, FhirNotFound
-from pathway.fhir.prefetch import render, resolve
+from pathway.fhir.prefetch import describe, render, resolve
 from pathway.fhir.writeback import changes, desired, ours_in, system_actions
 from pathway.metrics import Metrics
 from pathway.outbox import WriteBack
@@ -114,10 +114,13 @@ class Workflow:
         try:
             found = self.read_patient(self.writeback.client(base), patient_id)
         except FhirNotFound as e:
-            raise PatientNotFound(f"Patient/{patient_id} was not found on the FHIR server.") from e
+            raise PatientNotFound("The subject patient was not found on the FHIR server.") from e
         except FhirError as e:
-            log.warning("reading the FHIR server failed: %s", type(e).__name__)
-            raise FhirServerFailed(f"The FHIR server could not be read: {e}", e.status) from e
+            log.warning("reading the FHIR server failed: %s (%s)", type(e).__name__, e.status)
+            # in the service's words: the server's own text may quote the request or its data
+            raise FhirServerFailed(
+                f"The FHIR server could not be read: {describe(e)}.", e.status
+            ) from e
         return list(found.values())
 
     def evaluate_from_server(self, patient_id: str, client: FhirClient | None = None) -> Evaluation:

@@ -429,6 +429,8 @@ def hooks_through_gunicorn(seconds: float, concurrency: int) -> None:
             "PATHWAY_WORKERS": "2",
             "PATHWAY_PUBLIC_URL": base,
             "PATHWAY_CDS_CLIENTS_FILE": str(clients),
+            # tokens are signed before the run, for all of it: longer-lived than the 5-minute cap
+            "PATHWAY_JWT_MAX_LIFETIME_SECONDS": "600",
             "PATHWAY_DATABASE_URL": f"sqlite:///{tmp}/g.db",
             "PATHWAY_LOG_LEVEL": "ERROR",
         }

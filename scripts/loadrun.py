@@ -223,6 +223,8 @@ def main() -> None:
             "PATHWAY_WORKERS": "2",
             "PATHWAY_PUBLIC_URL": public,
             "PATHWAY_CDS_CLIENTS_FILE": str(clients),
+            # tokens are signed before the run, for all of it: longer-lived than the 5-minute cap
+            "PATHWAY_JWT_MAX_LIFETIME_SECONDS": "900",
             "PATHWAY_DATABASE_URL": f"sqlite:///{db}",
             "PATHWAY_LOG_LEVEL": "WARNING",
             "PATHWAY_WRITEBACK": "direct",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jwt
@@ -58,6 +61,25 @@ class Signer:
         return jwt.encode(claims, self.key, algorithm=self.alg, headers=headers)
 
 
+@contextmanager
+def pathway_log() -> Iterator[list[str]]:
+    """The messages the service logs inside the block (its "pathway" logger does not
+    propagate, so pytest's caplog alone does not see them)."""
+    messages: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = Capture(logging.DEBUG)
+    logger = logging.getLogger("pathway")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
 def prefetch_of(bundle: dict[str, Any]) -> dict[str, Any]:
     """A scenario Bundle split into the contract's prefetch keys (searchset Bundles)."""
     by_type: dict[str, list[dict[str, Any]]] = {}
@@ -97,6 +119,16 @@ def hook_request(
 
 
 RULE_IDS = frozenset(r.id for r in all_rules())
+
+
+def empty_patient_view(patient: dict[str, Any]) -> dict[str, Any]:
+    """A patient-view request for `patient` whose prefetch says "no data" for every other key
+    (the smallest request that is answered 200)."""
+    return hook_request(
+        "patient-view",
+        str(patient["id"]),
+        {"patient": patient, "conditions": None, "observations": None, "medicationRequests": None},
+    )
 
 
 def assert_valid_card(card: dict[str, Any]) -> None:

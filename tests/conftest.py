@@ -80,10 +80,14 @@ def client(app: Flask) -> FlaskClient:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    from fuzz_counts import COUNTS
+    from fuzz_counts import ATTACKS, COUNTS
 
     terminalreporter.write_line(f"pathway build tested: {pathway_build()}")
     if COUNTS:
         total = sum(v for k, v in COUNTS.items() if "refused" not in k)  # refused: a subset
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(COUNTS.items()))
         terminalreporter.write_line(f"property-based cases tried: {total} ({parts})")
+    if ATTACKS:
+        terminalreporter.write_line(
+            f"security attacks played against pathway serve: {sum(ATTACKS.values())}"
+        )

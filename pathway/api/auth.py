@@ -3,8 +3,13 @@
 Trusted clients come from `PATHWAY_CDS_CLIENTS_FILE`: a JSON list of
 `{"iss": ..., "jwks": {...}}` (keys inline) or `{"iss": ..., "jku": ["https://..."]}` (allowed
 key-set URLs), optional `"tenant"`. Accepted: RS384 and ES384 only (no `none`, no HMAC), a `kid`,
-`iss` trusted, `aud` equal to the URL called, `exp`/`iat`/`nbf` within a small skew, and a `jti`
-never seen before. Failures are 401 with an OperationOutcome; logs never carry the token.
+`typ` `JWT` when present, `iss` trusted, `aud` equal to the URL called, `exp`/`iat`/`nbf` within a
+small skew (SKEW_SECONDS), a lifetime `exp - iat` of at most PATHWAY_JWT_MAX_LIFETIME_SECONDS,
+and a `jti` never seen before: a seen jti is remembered until `exp` + the skew, as long as the
+token itself could be accepted, and stored as a SHA-256 of (issuer, jti), whatever its length.
+
+Every refusal is the same 401 OperationOutcome: a caller learns nothing of which issuers, keys or
+jtis exist. The reason is logged (never the token).
 """
 
 from __future__ import annotations
@@ -30,8 +35,14 @@ from pathway.api.errors import ApiError
 log = logging.getLogger("pathway.auth")
 ALGORITHMS = ("RS384", "ES384")
 SKEW_SECONDS = 60
-MAX_TOKEN_AGE_SECONDS = 3600
+DEFAULT_MAX_LIFETIME_SECONDS = 300
 JWKS_CACHE_SECONDS = 300
+# RFC 7519 §5.1: "JWT" (media types compare case-insensitively; "application/" may be omitted).
+JWT_TYPES = ("JWT", "APPLICATION/JWT")
+UNAUTHENTICATED = (
+    "The caller is not authenticated: a valid CDS Hooks JWT is required "
+    "(Authorization: Bearer <JWT>)."
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -134,7 +145,7 @@ def _find_key(jwks: dict[str, Any], kid: str, alg: str) -> Any:
                     _KEY_CACHE.clear()
                 _KEY_CACHE[cache_key] = key
             return key
-    raise AuthError("no key with this kid")
+    raise AuthError(f"no key with kid {kid[:64]!r}")
 
 
 class Verifier:
@@ -143,23 +154,28 @@ class Verifier:
         clients: dict[str, Client],
         remember_jti: Callable[[str, datetime], bool],
         keysets: KeySets | None = None,
+        max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS,
     ) -> None:
         self.clients = clients
         self.remember_jti = remember_jti
         self.keysets = keysets or KeySets()
+        self.max_lifetime_seconds = max_lifetime_seconds
 
     def verify(self, token: str, audience: str) -> dict[str, Any]:
         header, unverified = _peek(token)
         alg = header.get("alg")
         if alg not in ALGORITHMS:
-            raise AuthError(f"algorithm {alg!r} not accepted (RS384 or ES384)")
+            raise AuthError(f"algorithm {str(alg)[:20]!r} not accepted (RS384 or ES384)")
+        typ = header.get("typ")
+        if typ is not None and not (isinstance(typ, str) and typ.upper() in JWT_TYPES):
+            raise AuthError(f"typ {str(typ)[:40]!r} is not JWT")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthError("no kid in the token header")
         iss = unverified.get("iss")
         client = self.clients.get(iss) if isinstance(iss, str) else None
         if client is None:
-            raise AuthError("issuer not trusted")
+            raise AuthError(f"issuer {str(iss)[:100]!r} not trusted")
         jku = header.get("jku")
         if isinstance(jku, str):
             if jku not in client.jku:
@@ -193,15 +209,30 @@ class Verifier:
         except jwt.PyJWTError as e:
             raise AuthError(f"token rejected ({type(e).__name__})") from e
         now = time.time()
-        iat = claims.get("iat")
+        iat, exp, jti = claims.get("iat"), claims["exp"], claims["jti"]
         if not isinstance(iat, int | float) or iat > now + SKEW_SECONDS:
             raise AuthError("iat in the future")
-        if now - iat > MAX_TOKEN_AGE_SECONDS:
-            raise AuthError("token too old")
-        exp = datetime.fromtimestamp(float(claims["exp"]), UTC)
-        if not self.remember_jti(f"{iss}|{claims['jti']}", exp):
+        if not isinstance(exp, int | float) or exp <= iat:
+            raise AuthError("exp is not after iat")
+        if exp - iat > self.max_lifetime_seconds:
+            raise AuthError(
+                f"token lifetime {exp - iat:.0f} s exceeds {self.max_lifetime_seconds} s "
+                "(PATHWAY_JWT_MAX_LIFETIME_SECONDS)"
+            )
+        if not isinstance(jti, str) or not jti:
+            raise AuthError("jti is not a non-empty string")
+        # Remembered as long as the token could be accepted: until exp plus the leeway.
+        keep_until = datetime.fromtimestamp(float(exp) + SKEW_SECONDS, UTC)
+        if not self.remember_jti(replay_key(client.iss, jti), keep_until):
             raise AuthError("jti already used")
         return claims
+
+
+def replay_key(iss: str, jti: str) -> str:
+    """The (issuer, jti) pair as the store's key (it keeps a SHA-256 of it; the form of release
+    0.1.0, so the rows it wrote still count). Two trusted issuers whose names contain `|` could
+    share a key: a token would then be refused as a replay, never accepted."""
+    return f"{iss}|{jti}"
 
 
 def require_caller(view: F) -> F:
@@ -215,9 +246,10 @@ def require_caller(view: F) -> F:
             return view(*args, **kwargs)
         header = request.headers.get("Authorization", "")
         if not header.lower().startswith("bearer ") or not header[7:].strip():
+            log.warning("caller refused: no bearer token (path %s)", request.path)
             raise ApiError(
                 401,
-                "Authorization: Bearer <JWT> is required.",
+                UNAUTHENTICATED,
                 "login",
                 headers={"WWW-Authenticate": 'Bearer realm="oud-pathway"'},
             )
@@ -227,12 +259,13 @@ def require_caller(view: F) -> F:
                 header[7:].strip(), audience
             )
         except AuthError as e:
+            # The reason is for the operator; the caller gets the same answer whatever it is.
             log.warning("caller refused: %s (path %s)", e, request.path)
             raise ApiError(
                 401,
-                f"Caller not authenticated: {e}.",
+                UNAUTHENTICATED,
                 "login",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                headers={"WWW-Authenticate": 'Bearer realm="oud-pathway", error="invalid_token"'},
             ) from e
         return view(*args, **kwargs)
 

@@ -122,6 +122,9 @@ _hook_schema = HookRequestSchema()
 _feedback_schema = FeedbackSchema()
 
 
+NO_SUCH_SERVICE = "No CDS service with this id here (see GET /cds-services)."
+
+
 def _service() -> Service:
     svc: Service = current_app.extensions["pathway"]
     return svc
@@ -151,7 +154,9 @@ def _wrong_hook(
     )
     return ApiError(
         400,
-        f"Service {service_id} answers the {which} hook, not '{hook}'{where}.",
+        # the hook is named back only when it is one this server knows (never caller text)
+        f"Service {service_id} answers the {which} hook, not {repr(hook) if right else 'this one'}"
+        f"{where}.",
         "not-supported",
         expression=["hook"],
     )
@@ -199,7 +204,7 @@ def call(service_id: str) -> Response:
     r = routes(current_app)
     answers = r.hooks.get(service_id)
     if answers is None:
-        raise ApiError(404, f"No CDS service '{service_id[:60]}' here.", "not-found")
+        raise ApiError(404, NO_SUCH_SERVICE, "not-found")
     req = load_or_400(_hook_schema, read_json_body(), "CDS Hooks request")
     hook = req["hook"]
     instance = str(req["hookInstance"])
@@ -237,7 +242,7 @@ def call(service_id: str) -> Response:
 @require_caller
 def feedback(service_id: str) -> Response:
     if service_id not in routes(current_app).hooks:
-        raise ApiError(404, f"No CDS service '{service_id[:60]}' here.", "not-found")
+        raise ApiError(404, NO_SUCH_SERVICE, "not-found")
     body = load_or_400(_feedback_schema, read_json_body(), "Feedback")
     svc = _service()
     for item in body["feedback"]:

@@ -100,7 +100,15 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(NoPatientError)
     def _no_patient(e: NoPatientError) -> Response:
-        return _api_error(ApiError(400, f"'data' cannot be evaluated: {e}."))
+        # in the service's words: the reader's message names the patient id it looked for
+        return _api_error(
+            ApiError(
+                400,
+                "'data' cannot be evaluated: it does not say whose it is (a Patient with the "
+                "subject's id, or resources that refer to one, are needed).",
+                expression=["Parameters.parameter[data]"],
+            )
+        )
 
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError) -> Response:

@@ -79,7 +79,7 @@ def read(rtype: str, rid: str) -> Response:
     if found is None and rtype == "ValueSet":
         found = svc.config.valuesets.get(rid)
     if found is None:
-        raise ApiError(404, f"{rtype}/{rid} is not known here.", "not-found")
+        raise ApiError(404, f"No {rtype} with this id here.", "not-found")
     return fhir_response(found)
 
 
@@ -119,7 +119,8 @@ def apply() -> Response:
     if not subject.startswith("Patient/") or not FHIR_ID.fullmatch(subject[8:]):
         raise ApiError(
             400,
-            f"subject must look like 'Patient/{{id}}', got {subject[:80]!r}.",
+            "subject must be 'Patient/{id}' with a FHIR id (letters, digits, '-' and '.', "
+            "at most 64).",
             expression=["Parameters.parameter[subject]"],
         )
     patient_id = subject[8:]
@@ -138,10 +139,9 @@ def apply() -> Response:
     if data_params:
         data = data_params[0].get("resource")
         if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
-            got = data.get("resourceType") if isinstance(data, dict) else None
             raise ApiError(
                 400,
-                f"'data' must carry a Bundle resource, got {got or 'nothing'}.",
+                "'data' must carry a Bundle resource (resourceType 'Bundle').",
                 expression=["Parameters.parameter[data]"],
             )
         if not isinstance(data.get("entry", []), list):

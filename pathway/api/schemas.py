@@ -46,9 +46,22 @@ def _paths(messages: Any, prefix: str = "") -> list[tuple[str, str]]:
     return out
 
 
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type (not the Python class)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "something else"
+
+
 def load_or_400(schema: Schema, body: Any, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise ApiError(400, f"{what}: expected a JSON object, got {type(body).__name__}.")
+        raise ApiError(400, f"{what}: expected a JSON object, got {_json_type(body)}.")
     try:
         data: dict[str, Any] = schema.load(body)
     except ValidationError as e:

@@ -99,7 +99,9 @@ def reference_keys(resource: dict[str, Any], full_url: str | None) -> Iterator[s
                 yield f"{parts[-2]}/{parts[-1]}"
 
 
-FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# The one FHIR id check (use with fullmatch): the FHIR id grammar, [A-Za-z0-9\-.]{1,64}, less the
+# two ids that are path segments, "." and "..": every id the service puts into a URL passes here.
+FHIR_ID = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9\-.]{1,64}")
 
 
 def ref_of(resource: dict[str, Any], full_url: str | None = None) -> str:

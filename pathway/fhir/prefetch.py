@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pathway.fhir.bundle import flatten
-from pathway.fhir.client import FhirError
+from pathway.fhir.client import FhirBadResponse, FhirError
 
 KEY_TYPES = {
     "patient": "Patient",
@@ -34,6 +34,16 @@ class Resolved:
     notes: list[str] = field(default_factory=list)
     fetched: list[str] = field(default_factory=list)
     known: set[str] = field(default_factory=set)  # keys whose data is complete (given or read)
+
+
+def describe(e: FhirError) -> str:
+    """A failed FHIR call in the service's own words: what happened, never the server's text
+    (it may quote the request or hold data of the server's)."""
+    if isinstance(e, FhirBadResponse):
+        return "its answer was not the FHIR JSON expected"
+    if e.status is not None:
+        return f"it answered HTTP {e.status}"
+    return "it could not be reached in time"
 
 
 def render(template: str, context: Mapping[str, Any]) -> str:
@@ -83,7 +93,7 @@ def resolve(
         except FhirError as e:
             if key in REQUIRED_KEYS:
                 out.missing.append(key)
-                out.notes.append(f"'{key}' could not be read from the FHIR server: {e}")
+                out.notes.append(f"'{key}' could not be read from the FHIR server: {describe(e)}")
             else:
                 out.notes.append(
                     f"'{key}' could not be read from the FHIR server: completed "

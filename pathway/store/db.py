@@ -468,9 +468,12 @@ class Store:
 
     # --- JWT replay
     def remember_jti(self, key: str, expires_at: datetime) -> bool:
-        """True the first time a (issuer, jti) is seen; False when it is a replay. On SQLite a
-        plain sqlite3 statement (no ORM round trip): this is on every authenticated call."""
-        key = key[:300]
+        """True the first time a key (issuer and jti) is seen before `expires_at`, the time until
+        which it must be remembered; False when it is a replay. The key is stored as its SHA-256
+        (64 hex characters): a long jti is never cut, so two that share a prefix stay two. On
+        SQLite a plain sqlite3 statement (no ORM round trip): this is on every authenticated
+        call."""
+        key = hashlib.sha256(key.encode()).hexdigest()
         if self._sqlite_path is not None:
             return self._remember_jti_sqlite(key, expires_at)
         try:

@@ -166,7 +166,7 @@ def test_malformed_bodies(
                 {"name": "subject", "valueString": "Patient/p1"},
                 {"name": "data", "resource": {"resourceType": "Patient", "id": "p1"}},
             ],
-            ("Bundle", "Patient"),
+            ("must carry a Bundle",),
         ),
         ([{"name": "subject", "valueString": "Patient/p1"}, {"name": "data"}], ("Bundle",)),
         (
@@ -206,7 +206,7 @@ def test_malformed_bodies(
                 {"name": "subject", "valueString": "Patient/p9"},
                 {"name": "data", "resource": bundle(patient("p1"), condition())},
             ],
-            ("Patient/p9",),
+            ("whose it is",),  # the subject's id is not repeated back
         ),
     ],
 )

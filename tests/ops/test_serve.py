@@ -23,6 +23,7 @@ HOOK = (EXAMPLES / "patient-view.json").read_bytes()
 class Served:
     base: str
     output: bytes = field(default=b"")  # stdout+stderr, once the server has stopped
+    pid: int = 0  # the gunicorn master
 
 
 @contextmanager
@@ -46,7 +47,7 @@ def serve(cwd: Path, workers: int) -> Iterator[Served]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    served = Served(f"http://127.0.0.1:{port}")
+    served = Served(f"http://127.0.0.1:{port}", pid=server.pid)
     up = False
     try:
         deadline = time.time() + 60  # generous: a busy CI machine starts gunicorn slowly
@@ -96,6 +97,36 @@ def test_metrics_add_up_every_worker(tmp_path: Path) -> None:
             text = requests.get(f"{served.base}/metrics", timeout=5).text
             line = next(ln for ln in text.splitlines() if ln.startswith("pathway_decisions_total{"))
             assert line.endswith(" 20.0"), line
+
+
+def test_a_worker_that_exits_does_not_take_the_metrics_directory_with_it(tmp_path: Path) -> None:
+    """A worker that exits (here: told to stop; also max-requests or a crash) used to run the
+    master's clean-up too, deleting the metrics directory the workers share: its replacement
+    could not boot and took the service down. Only the master removes it."""
+    import signal
+
+    with serve(tmp_path, workers=1) as served:
+        assert call_hook(served.base).status_code == 200
+        master = served.pid
+        (first,) = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        os.kill(int(first), signal.SIGTERM)
+        deadline = time.time() + 30
+        while time.time() < deadline:  # the master replaces it
+            now = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+            if len(now) == 1 and first not in now:
+                break
+            time.sleep(0.2)
+        answered = 0
+        for _ in range(6):
+            try:
+                ok = call_hook(served.base).status_code == 200
+                ok = ok and requests.get(f"{served.base}/metrics", timeout=5).status_code == 200
+            except requests.ConnectionError:
+                time.sleep(0.5)  # the new worker may still be starting
+                continue
+            answered += ok
+    assert b"Worker failed to boot" not in served.output, served.output[-3000:]
+    assert answered >= 4, served.output[-3000:]
 
 
 def test_four_workers_on_a_fresh_store_come_up_on_a_busy_machine(tmp_path: Path) -> None:
