@@ -79,7 +79,8 @@ def run(export: Path, out: Path, engine: str, workers: int) -> tuple[float, floa
     of it, peak MiB of the largest process, the summary line). CPU seconds make the per-core
     figure fair on a shared machine: wall time there includes other people's work."""
     code = (
-        "import resource, sys; from pathway.cli import main; "
+        "import resource, sys, pathway; from pathway.cli import main; "
+        "print(f'build {pathway.build()}', file=sys.stderr); "
         "rc = main(['population','--ndjson',sys.argv[1],'--out',sys.argv[2],"
         "'--as-of','2025-06-15T12:00:00Z','--engine',sys.argv[3],'--workers',sys.argv[4]]); "
         "me, kids = (resource.getrusage(w) for w in "
@@ -89,8 +90,10 @@ def run(export: Path, out: Path, engine: str, workers: int) -> tuple[float, floa
         "sys.exit(rc)"
     )
     started = time.perf_counter()
+    # -P: no current directory first on sys.path (with -c it would be, and the checkout's
+    # sources would shadow PYTHONPATH=build/compiled: the compiled build would not be measured)
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(export), str(out), engine, str(workers)],
+        [sys.executable, "-P", "-c", code, str(export), str(out), engine, str(workers)],
         capture_output=True,
         text=True,
         check=False,
@@ -107,15 +110,22 @@ def run(export: Path, out: Path, engine: str, workers: int) -> tuple[float, floa
     # "patients: N evaluated in S s": the run itself (reading, grouping, joining, evaluating,
     # writing the four files), without the process start and imports (a few seconds, once)
     cpu = float(next(x for x in out_lines if x.startswith("cpu-seconds")).split()[1])
+    ran = next((x.split()[1] for x in proc.stderr.splitlines() if x.startswith("build ")), "?")
+    if ran != build_name():
+        raise SystemExit(f"the {engine} run imported the {ran} build, not the {build_name()} one")
     said = out_lines[0]
     seconds = float(said.split(" evaluated in ")[1].split(" s")[0])
     return seconds, cpu, peak, f"{said} [{total:.1f} s with the process start]"
 
 
-def build() -> str:
+def build_name() -> str:
     import pathway
 
-    if pathway.build() == "compiled":
+    return pathway.build()
+
+
+def build() -> str:
+    if build_name() == "compiled":
         return "compiled with mypyc (production)"
     return "pure Python (`make bench-population` measures the compiled build)"
 

@@ -497,3 +497,26 @@ def test_an_output_folder_inside_the_input_is_not_read_back(
             run = population(src, out, T, paths, workers=1, progress=False)
             assert run.tally.get("patients") == local_run.tally.get("patients")
             assert run.tally.get("unreadable") == 0
+
+
+def test_a_truncated_gzip_file_is_reported_and_the_run_goes_on(tmp_path: Path, paths: Paths):
+    """An export file cut short (a download that stopped): the lines before the cut are read,
+    the file is named in the problems, the other files are read whole."""
+    import gzip
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "Patient.ndjson").write_bytes(b'{"resourceType":"Patient","id":"a"}\n')
+    lines = b"".join(
+        b'{"resourceType":"Observation","id":"o%d","status":"final",'
+        b'"subject":{"reference":"Patient/a"},"code":{"text":"padding %d"}}\n' % (i, i)
+        for i in range(5000)
+    )
+    whole = gzip.compress(lines)
+    (src / "Observation.ndjson.gz").write_bytes(whole[: len(whole) // 2])
+    run = population(src, tmp_path / "out", T, paths, workers=1, progress=False)
+    assert any("Observation.ndjson.gz: could not be read to the end" in p for p in run.problems)
+    assert run.tally.get("unreadable-files") == 1
+    assert 0 < run.tally.get("resources") - 1 < 5000  # the Patient, and the part before the cut
+    patients = (run.out_dir / "patients.ndjson").read_bytes().splitlines()
+    assert [orjson.loads(x)["patient"] for x in patients] == ["a"]
