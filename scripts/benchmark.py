@@ -35,6 +35,7 @@ import orjson
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback import TrustedCaller, free_port, post, server_env, wait_for_port
+from probe import describe as machine_probe
 
 from pathway.config import load_config
 from pathway.evaluation import Evaluator
@@ -192,6 +193,7 @@ def main() -> None:
     parser.add_argument("--skip-server", action="store_true")
     args = parser.parse_args()
     print(f"pathway build: {build()}")
+    print(machine_probe())
     evaluator = Evaluator(load_config())
     gc.collect()
     gc.freeze()  # as the gunicorn workers do after start

@@ -34,6 +34,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # last: PYTHONPATH=build/compiled (make bench-population) wins
 sys.path.insert(0, str(ROOT / "tests" / "population"))
+import probe  # noqa: E402  (scripts/, first on sys.path when run as a script)
 import synth  # noqa: E402
 
 TEMPLATES = 400
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--skip-spark", action="store_true")
     args = parser.parse_args()
     print(f"pathway build: {build()}; {os.cpu_count()} cores")
+    print(probe.describe())
     tmp = Path(tempfile.mkdtemp(prefix="pathway-bench-"))
     try:
         rows = []
