@@ -49,7 +49,7 @@ lint:
 	$(BIN)/ruff format --check pathway tests scripts wsgi.py setup.py
 
 types:
-	$(BIN)/mypy pathway tests wsgi.py setup.py scripts/compile.py
+	$(BIN)/mypy pathway tests wsgi.py setup.py scripts
 
 pytest:
 	$(BIN)/python -m pytest

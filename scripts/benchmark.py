@@ -458,6 +458,7 @@ def hooks_through_gunicorn(seconds: float, concurrency: int) -> None:
                 print(f"{100:>9}  patient-view via gunicorn: the server did not start")
                 return
             wrk = shutil.which("wrk")
+            result: str | tuple[list[float], int, float]
             if wrk:
                 result = _wrk(wrk, port, path, body, tokens, seconds, concurrency, Path(tmp))
             else:
