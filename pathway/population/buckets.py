@@ -18,7 +18,7 @@ from typing import IO, Any
 import orjson
 
 from pathway.population.measures import Tally
-from pathway.population.ndjson import medication_key, open_binary, patient_key
+from pathway.population.ndjson import medication_key, patient_key, raw_lines
 from pathway.population.patient import PatientJob, PatientResult
 
 MAX_PROBLEMS = 20  # unreadable lines listed by file and line number (never their content)
@@ -51,52 +51,51 @@ def partition_file(
     loads = orjson.loads
     crc32 = zlib.crc32
     try:
-        with open_binary(path) as f:
-            n = 0
-            for raw in f:
-                n += 1
-                line = raw.strip()
-                if not line:
-                    continue
-                n_lines += 1
-                try:
-                    res = loads(line)
-                except orjson.JSONDecodeError:
-                    n_bad += 1
-                    if len(problems) < MAX_PROBLEMS:
-                        problems.append(f"{path.name}:{n}: not a JSON resource")
-                    continue
-                if type(res) is not dict or type(res.get("resourceType")) is not str:
-                    n_bad += 1
-                    if len(problems) < MAX_PROBLEMS:
-                        problems.append(f"{path.name}:{n}: no resourceType")
-                    continue
-                rtype = res["resourceType"]
-                if rtype == "Medication":
-                    key = medication_key(res)
-                    if key is None:
-                        tally.note("no-patient", rtype)
-                        continue
-                    if meds is None:
-                        meds = med_path.open("wb")
-                    meds.write(b"%s\t%s\n" % (key.encode(), line))
-                    n_meds += 1
-                    continue
-                pid = patient_key(res)
-                if pid is None:
+        n = 0
+        for raw in raw_lines(path):
+            n += 1
+            line = raw.strip()
+            if not line:
+                continue
+            n_lines += 1
+            try:
+                res = loads(line)
+            except orjson.JSONDecodeError:
+                n_bad += 1
+                if len(problems) < MAX_PROBLEMS:
+                    problems.append(f"{path.name}:{n}: not a JSON resource")
+                continue
+            if type(res) is not dict or type(res.get("resourceType")) is not str:
+                n_bad += 1
+                if len(problems) < MAX_PROBLEMS:
+                    problems.append(f"{path.name}:{n}: no resourceType")
+                continue
+            rtype = res["resourceType"]
+            if rtype == "Medication":
+                key = medication_key(res)
+                if key is None:
                     tally.note("no-patient", rtype)
                     continue
-                pid_b = pid.encode()
-                k = crc32(pid_b) % buckets  # bucket_of
-                out = handles.get(k)
-                if out is None:
-                    out = handles[k] = (work / f"b{k}.t{task}").open("wb", buffering=256 * 1024)
-                n_resources += 1
-                if may_read is not None and not may_read(res):
-                    out.write(pid_b + b"\t\n")  # counted, not carried
-                    n_unread += 1
-                    continue
-                out.write(b"%s\t%s\n" % (pid_b, line))
+                if meds is None:
+                    meds = med_path.open("wb")
+                meds.write(b"%s\t%s\n" % (key.encode(), line))
+                n_meds += 1
+                continue
+            pid = patient_key(res)
+            if pid is None:
+                tally.note("no-patient", rtype)
+                continue
+            pid_b = pid.encode()
+            k = crc32(pid_b) % buckets  # bucket_of
+            out = handles.get(k)
+            if out is None:
+                out = handles[k] = (work / f"b{k}.t{task}").open("wb", buffering=256 * 1024)
+            n_resources += 1
+            if may_read is not None and not may_read(res):
+                out.write(pid_b + b"\t\n")  # counted, not carried
+                n_unread += 1
+                continue
+            out.write(b"%s\t%s\n" % (pid_b, line))
     except (OSError, EOFError, zlib.error) as e:
         problems.append(f"{path.name}: could not be read to the end ({type(e).__name__})")
         tally.note("unreadable-files")

@@ -7,9 +7,10 @@ A `$export` writes one or more files per resource type (`Observation.ndjson`,
 
 from __future__ import annotations
 
-import gzip
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 from pathway.fhir.bundle import FHIR_ID
 
@@ -36,10 +37,47 @@ def input_files(folder: Path, exclude: Path | None = None) -> list[Path]:
     )
 
 
-def open_binary(path: Path) -> IO[bytes]:
-    if path.name.endswith(".gz"):
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    return path.open("rb")
+GZIP_CHUNK = 256 * 1024  # compressed bytes read at a time (a few MB once inflated)
+
+
+def raw_lines(path: Path, chunk_size: int = GZIP_CHUNK) -> Iterator[bytes]:
+    """Every line of an NDJSON file, `.gz` or not, as bytes (a plain file's with its newline).
+
+    A `.gz` file is inflated in chunks and split into lines here (GzipFile's own readline runs
+    in Python for every line: a population run reads millions). Members of a multi-member file
+    follow one another; zero padding between or after them is skipped. A file cut short gives
+    every whole line before the cut, then raises EOFError (as GzipFile does); damaged data
+    raises zlib.error."""
+    if not path.name.endswith(".gz"):
+        with path.open("rb") as f:
+            yield from f
+        return
+    with path.open("rb") as f:
+        inflate = zlib.decompressobj(wbits=31)
+        in_member = False  # a member has begun and its end has not been seen
+        carry = b""
+        while chunk := f.read(chunk_size):
+            while chunk:
+                if not in_member:
+                    chunk = chunk.lstrip(b"\0")
+                    if not chunk:
+                        break
+                    in_member = True
+                data = inflate.decompress(chunk)
+                if inflate.eof:
+                    in_member = False
+                    chunk = inflate.unused_data
+                    inflate = zlib.decompressobj(wbits=31)
+                else:
+                    chunk = b""
+                if data:
+                    parts = (carry + data).split(b"\n")
+                    carry = parts.pop()
+                    yield from parts
+        if in_member:
+            raise EOFError("the compressed file ends inside a member")
+        if carry:
+            yield carry
 
 
 def patient_id_of(ref: Any) -> str | None:
