@@ -130,6 +130,11 @@ def run_spark(
     local = master is None and not os.environ.get("SPARK_MASTER_SET_BY_SUBMIT")
     if local:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local mode stays on loopback
+        # Spark starts its Python workers with `-m pyspark.daemon`, which puts their working
+        # directory (the driver's) first on sys.path: run from a checkout, they imported its
+        # sources, not PYTHONPATH=build/compiled. With safe paths they import what the driver
+        # does.
+        os.environ.setdefault("PYTHONSAFEPATH", "1")
     builder = (
         SparkSession.builder.appName("oud-pathway-population")
         .config("spark.log.level", "ERROR")
