@@ -25,10 +25,6 @@ MAX_PROBLEMS = 20  # unreadable lines listed by file and line number (never thei
 SEP = b"\t"  # patient id (a FHIR id: no tabs) SEP line
 
 
-def bucket_of(patient: str, buckets: int) -> int:
-    return zlib.crc32(patient.encode()) % buckets
-
-
 def partition_file(
     path: Path,
     work: Path,
@@ -78,7 +74,7 @@ def partition_file(
                     continue
                 if meds is None:
                     meds = med_path.open("wb")
-                meds.write(b"%s\t%s\n" % (key.encode(), line))
+                meds.write(key.encode() + SEP + line + b"\n")
                 n_meds += 1
                 continue
             pid = patient_key(res)
@@ -86,16 +82,16 @@ def partition_file(
                 tally.note("no-patient", rtype)
                 continue
             pid_b = pid.encode()
-            k = crc32(pid_b) % buckets  # bucket_of
+            k = crc32(pid_b) % buckets  # a stable hash of the patient id
             out = handles.get(k)
             if out is None:
                 out = handles[k] = (work / f"b{k}.t{task}").open("wb", buffering=256 * 1024)
             n_resources += 1
             if may_read is not None and not may_read(res):
-                out.write(pid_b + b"\t\n")  # counted, not carried
+                out.write(pid_b + SEP + b"\n")  # counted, not carried
                 n_unread += 1
                 continue
-            out.write(b"%s\t%s\n" % (pid_b, line))
+            out.write(pid_b + SEP + line + b"\n")
     except (OSError, EOFError, zlib.error) as e:
         problems.append(f"{path.name}: could not be read to the end ({type(e).__name__})")
         tally.note("unreadable-files")
