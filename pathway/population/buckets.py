@@ -5,7 +5,8 @@ Phase 1, `partition_file`: each line parsed once, its patient found, the line ap
 bucket file by a stable hash of the patient id (Medications to a spill file for the index). A
 resource the reader would make nothing of (`FactReader.may_read`) is counted, and an empty line
 stands in for it. Phase 2, `group_bucket` and `evaluate_groups`: one bucket's lines grouped by
-patient, each patient with its Patient evaluated by `PatientJob` (the $apply code path).
+patient, each patient with its Patient evaluated by `PatientJob` (the $apply code path); a group
+without its Patient (the export lacks it) is counted, not evaluated.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import orjson
 
 from pathway.population.measures import Tally
 from pathway.population.ndjson import medication_key, patient_key, raw_lines
-from pathway.population.patient import PatientJob, PatientResult
+from pathway.population.patient import PatientJob, PatientResult, own_patient
 
 MAX_PROBLEMS = 20  # unreadable lines listed by file and line number (never their content)
 SEP = b"\t"  # patient id (a FHIR id: no tabs) SEP line
@@ -132,24 +133,19 @@ def evaluate_groups(
     """Each group that holds its Patient, in patient-id order."""
     for pid in sorted(groups):
         group = groups[pid]
-        if not any(b'"Patient"' in line for line in group) or not _has_patient(group, pid):
+        result: PatientResult | None = None
+        if any(b'"Patient"' in line for line in group):  # else surely no Patient: not parsed
+            try:
+                resources = job.resources([line for line in group if line], resolve)
+                if own_patient(resources, pid) is not None:
+                    result = job.evaluate(pid, resources)
+            except Exception as e:  # one patient's bad data must not stop a population run
+                tally.note("failed")
+                failed.append(f"{pid}\t{type(e).__name__}")
+                continue
+        if result is None:
             tally.note("orphan-patients")
             tally.note("orphan-resources", n=len(group))
             continue
-        try:
-            result = job.run(pid, [line for line in group if line], resolve)
-        except Exception as e:  # one patient's bad data must not stop a population run
-            tally.note("failed")
-            failed.append(f"{pid}\t{type(e).__name__}")
-            continue
         tally.add(result.measures, job.pc)
         yield result
-
-
-def _has_patient(group: list[bytes], pid: str) -> bool:
-    for line in group:
-        if b'"Patient"' in line:
-            res = orjson.loads(line)
-            if res.get("resourceType") == "Patient" and res.get("id") == pid:
-                return True
-    return False

@@ -75,7 +75,10 @@ class PatientJob:
     def run(
         self, patient: str, lines: Iterable[bytes], resolve: Resolver = no_resolver
     ) -> PatientResult:
-        resources = self.resources(lines, resolve)
+        return self.evaluate(patient, self.resources(lines, resolve))
+
+    def evaluate(self, patient: str, resources: list[dict[str, Any]]) -> PatientResult:
+        """`resources` as `resources` returns them (the canonical order)."""
         ev = self.evaluator.evaluate(resources, self.as_of, patient_id=patient)
         d = ev.decision
         record: dict[str, Any] = {"patient": patient, "phase": d.phase}
@@ -86,10 +89,7 @@ class PatientJob:
                 if key in assessment:
                     record[key] = assessment[key]
             findings = ev.findings
-        own = next(
-            (r for r in resources if r.get("resourceType") == "Patient" and r.get("id") == patient),
-            None,
-        )
+        own = own_patient(resources, patient)
         measures = patient_measures(
             d,
             findings,
@@ -99,3 +99,11 @@ class PatientJob:
             self.pc,
         )
         return PatientResult(patient, orjson.dumps(record), measures, ev)
+
+
+def own_patient(resources: list[dict[str, Any]], patient: str) -> dict[str, Any] | None:
+    """The group's Patient resource (the one whose id is the group's), if the export has it."""
+    for r in resources:
+        if r.get("resourceType") == "Patient" and r.get("id") == patient:
+            return r
+    return None

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pathway.population.ndjson import raw_lines
+from pathway.population import ndjson
+from pathway.population.ndjson import patient_id_of, raw_lines
 
 LINE = st.binary(max_size=80).map(lambda b: b.replace(b"\n", b" "))
 
@@ -84,3 +85,24 @@ def test_plain_and_empty_files(tmp_path: Path) -> None:
     empty_member = tmp_path / "m.ndjson.gz"
     empty_member.write_bytes(gzip.compress(b""))
     assert list(raw_lines(empty_member)) == []
+
+
+def test_patient_references_read_the_same_when_remembered_and_after_forgetting() -> None:
+    """patient_id_of remembers the references it read last (a bounded memo, cleared when
+    full): the answer is the same the first time, the second time and after the memo was
+    cleared, valid or not."""
+    refs = {
+        "Patient/p1": "p1",
+        "https://ehr.example.org/fhir/Patient/p2": "p2",
+        "Patient/p1/_history/3": None,  # a version: not how a resource names its patient
+        "Patient/bad id": None,
+        "Group/g": None,
+        "Patient/": None,
+        "Patient/" + "x" * 65: None,  # longer than a FHIR id may be
+    }
+    filler = [f"Patient/f{i}" for i in range(ndjson._SEEN_MAX + 10)]  # fills the memo
+    for _ in range(3):
+        assert {r: patient_id_of({"reference": r}) for r in refs} == refs
+        assert {r: patient_id_of({"reference": r}) for r in refs} == refs  # remembered
+        assert [patient_id_of({"reference": r}) for r in filler] == [r[8:] for r in filler]
+        assert len(ndjson._SEEN) <= ndjson._SEEN_MAX

@@ -421,6 +421,10 @@ def test_bad_lines_and_orphans_are_counted_not_fatal(tmp_path: Path, paths: Path
         b'"code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10-cm","code":"F11.20"}]}}\n'
         b'{"resourceType":"Condition","id":"c2","subject":{"reference":"Patient/ghost"}}\n'
         b'{"resourceType":"Condition","id":"c3","subject":{"reference":"Group/g"}}\n'
+        # an orphan whose line says "Patient" (the reference's type): parsed, still an orphan
+        b'{"resourceType":"Condition","id":"c4","subject":{"reference":"Patient/lost",'
+        b'"type":"Patient"},'
+        b'"code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10-cm","code":"F11.20"}]}}\n'
     )
     (src / "Encounter.ndjson").write_bytes(  # no rule reads these: counted all the same
         b'{"resourceType":"Encounter","id":"e1","subject":{"reference":"Patient/a"}}\n'
@@ -433,8 +437,9 @@ def test_bad_lines_and_orphans_are_counted_not_fatal(tmp_path: Path, paths: Path
     assert orjson.loads(lines[0])["phase"] == "assessment"
     t = run.tally
     assert t.get("unreadable") == 2
-    assert t.get("orphan-resources") == 2 and t.get("orphan-patients") == 1
-    assert t.get("not-read") == 2 and t.get("resources") == 5
+    assert t.get("orphan-resources") == 3 and t.get("orphan-patients") == 2
+    assert t.get("not-read") == 2 and t.get("resources") == 6
+    assert t.get("failed") == 0
     assert t.get("no-patient", "Patient") == 1  # an id that is no FHIR id
     assert t.get("no-patient", "Condition") == 1
     assert any("Patient.ndjson:2" in p for p in run.problems)
