@@ -3,6 +3,7 @@ leeway, the token lifetime cap, long jtis, `typ`, and one generic 401 for every 
 
 from __future__ import annotations
 
+import calendar
 import time
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def test_rows_are_pruned_once_the_leeway_has_passed_too(
     assert call(client, signer.token(AUD, iat=now - 100, exp=now + 30)).status_code == 200
     with store.engine.connect() as c:
         (kept,) = c.execute(text("SELECT expires_at FROM seen_jti")).one()
-    kept_s = time.mktime(time.strptime(str(kept)[:19], "%Y-%m-%d %H:%M:%S")) - time.timezone
+    kept_s = calendar.timegm(time.strptime(str(kept)[:19], "%Y-%m-%d %H:%M:%S"))  # UTC
     assert abs(kept_s - (now + 30 + SKEW_SECONDS)) <= 1  # exp + leeway, not exp
 
 

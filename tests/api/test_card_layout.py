@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from builders import BUP_NALOXONE_FILM, condition, day_ago, med, patient
+from builders import AS_OF, BUP_NALOXONE_FILM, condition, day_ago, med, patient
 from cds_support import hook_request, prefetch_of
 from flask import Flask
 from markdown_it import MarkdownIt
@@ -156,7 +156,7 @@ def test_the_card_renders_as_safe_markdown(app: Flask) -> None:
         "type": "collection",
         "entry": [{"resource": r} for r in (patient(), condition(), bup)],
     }
-    card = card_for(app, bundle, datetime.now().astimezone().isoformat())
+    card = card_for(app, bundle, AS_OF.isoformat())  # the day day_ago counts from
     assert card is not None
     assert "\\<img src=x onerror=alert" in card["detail"]  # the name is there, escaped
     rendered = MarkdownIt("commonmark", {"html": True}).enable("table").render(card["detail"])

@@ -101,19 +101,25 @@ def full_request() -> dict[str, Any]:
     ids=["slow", "down", "500", "429", "garbage", "wrong-type"],
 )
 def test_ehr_failures_give_a_quick_412(app: Flask, failure: dict[str, Any]) -> None:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        for _ in range(3):
-            rsps.add(responses.GET, f"{EHR}/Condition", **failure)
-            rsps.add(responses.GET, f"{EHR}/Observation", **failure)
-            rsps.add(responses.GET, f"{EHR}/MedicationRequest", **failure)
-        rsps.add(responses.GET, f"{EHR}/CarePlan", json={"resourceType": "Bundle"})
-        rsps.add(responses.GET, f"{EHR}/Task", json={"resourceType": "Bundle"})
-        started = time.perf_counter()
-        resp = app.test_client().post("/cds-services/oud-pathway", json=fetch_request())
-        elapsed = time.perf_counter() - started
-    assert resp.status_code == 412
-    assert resp.get_json()["resourceType"] == "OperationOutcome"
-    assert elapsed < BUDGET_SECONDS
+    # Timed on a shared CI machine: the best of three tries. A hook that waits out the EHR's
+    # back-off or retries more is slow every time; a busy machine only now and then.
+    times = []
+    for _ in range(3):
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            for _ in range(3):
+                rsps.add(responses.GET, f"{EHR}/Condition", **failure)
+                rsps.add(responses.GET, f"{EHR}/Observation", **failure)
+                rsps.add(responses.GET, f"{EHR}/MedicationRequest", **failure)
+            rsps.add(responses.GET, f"{EHR}/CarePlan", json={"resourceType": "Bundle"})
+            rsps.add(responses.GET, f"{EHR}/Task", json={"resourceType": "Bundle"})
+            started = time.perf_counter()
+            resp = app.test_client().post("/cds-services/oud-pathway", json=fetch_request())
+            times.append(time.perf_counter() - started)
+        assert resp.status_code == 412
+        assert resp.get_json()["resourceType"] == "OperationOutcome"
+        if times[-1] < BUDGET_SECONDS:
+            break
+    assert min(times) < BUDGET_SECONDS, times
 
 
 def test_a_paging_loop_is_cut_and_the_hook_answers(app: Flask) -> None:

@@ -88,8 +88,8 @@ def test_metrics(client: FlaskClient, app: Flask) -> None:
     client.post("/cds-services/oud-pathway", json=hook_body())
     client.post("/cds-services/oud-pathway", json={"bad": 1})
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'endpoint="/cds-services/oud-pathway",le="5.0",status="2xx"} 1.0' in text
-    assert 'endpoint="/cds-services/oud-pathway",le="5.0",status="4xx"} 1.0' in text
+    assert 'endpoint="/cds-services/oud-pathway",le="+Inf",status="2xx"} 1.0' in text
+    assert 'endpoint="/cds-services/oud-pathway",le="+Inf",status="4xx"} 1.0' in text
     assert 'pathway_decisions_total{phase="assessment",service="oud-pathway"} 1.0' in text
     assert "pathway_outbox_depth" in text
     assert "pathway_writeback_total" in text or "# HELP pathway_writeback" in text

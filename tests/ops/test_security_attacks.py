@@ -119,6 +119,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     caller = TrustedCaller("https://attack-run.example.org", "attack-kid")
     (tmp / "clients.json").write_bytes(caller.clients_file())
     port, metrics_port = free_port(), free_port()
+    while metrics_port == port:  # two probes of a free port can return the same one
+        metrics_port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PATHWAY_", "PROMETHEUS_"))},

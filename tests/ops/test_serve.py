@@ -66,11 +66,16 @@ def serve(cwd: Path, workers: int) -> Iterator[Served]:
         raise AssertionError(f"the service did not come up (exit {server.returncode}):\n{tail}")
 
 
+# Per-request timeouts are generous: a request can wait in the listen queue while a worker boots,
+# seconds on a busy CI machine (a hook takes ~20 ms once a worker is up).
+ANSWER_TIMEOUT = 60
+
+
 def call_hook(base: str) -> requests.Response:
     return requests.post(
         f"{base}/cds-services/oud-pathway",
         data=HOOK,
-        timeout=10,
+        timeout=ANSWER_TIMEOUT,
         headers={"Content-Type": "application/json", "Connection": "close"},
     )
 
@@ -94,7 +99,7 @@ def test_metrics_add_up_every_worker(tmp_path: Path) -> None:
         for _ in range(20):  # new connections: both workers get some
             assert call_hook(served.base).status_code == 200
         for _ in range(4):  # every scrape, whichever worker, sees all 20
-            text = requests.get(f"{served.base}/metrics", timeout=5).text
+            text = requests.get(f"{served.base}/metrics", timeout=ANSWER_TIMEOUT).text
             line = next(ln for ln in text.splitlines() if ln.startswith("pathway_decisions_total{"))
             assert line.endswith(" 20.0"), line
 
@@ -120,7 +125,11 @@ def test_a_worker_that_exits_does_not_take_the_metrics_directory_with_it(tmp_pat
         for _ in range(6):
             try:
                 ok = call_hook(served.base).status_code == 200
-                ok = ok and requests.get(f"{served.base}/metrics", timeout=5).status_code == 200
+                ok = (
+                    ok
+                    and requests.get(f"{served.base}/metrics", timeout=ANSWER_TIMEOUT).status_code
+                    == 200
+                )
             except requests.ConnectionError:
                 time.sleep(0.5)  # the new worker may still be starting
                 continue
