@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -20,6 +22,15 @@ from pathway.rules.model import Decision
 from pathway.settings import Settings
 
 DATA = Path(__file__).parent / "data"
+
+# Every property test, whatever its own @settings: no per-example deadline and no "too slow"
+# health check. CI runs on a shared 2-core machine where any example can stall for a second;
+# hypothesis's 200 ms default then fails a test that is right (DeadlineExceeded / Flaky).
+# Speed is the benchmarks' business, not the tests'.
+hypothesis_settings.register_profile(
+    "pathway", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("pathway")
 
 
 def pathway_build() -> str:
