@@ -6,6 +6,9 @@ what an operator sees in `pathway outbox list`:
 - 408, 429, 5xx and no answer keep it `pending`, retried with backoff and jitter, honouring
   Retry-After (capped), `dead` after the last attempt;
 - the operator's `retry` and `discard`.
+
+Each runs on both stores the service supports: SQLite (the embedded default) and PostgreSQL
+(a throwaway cluster on loopback, where the server binaries are installed, as in CI).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import orjson
 import pytest
 from medplum_server import MedplumServer
+from pg_server import PgServer, pg_bin
 from wb_support import make_app, ours, seed_case, svc_of
 
 from pathway import outbox as outbox_module
@@ -25,6 +29,7 @@ from pathway.cli import main as cli
 from pathway.config import LoadedConfig
 from pathway.fhir.writeback import Desired
 from pathway.service import Service
+from pathway.store.db import Store
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +47,33 @@ def fhir(server: MedplumServer) -> MedplumServer:
     return server
 
 
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgServer | None]:
+    if pg_bin() is None:
+        yield None
+        return
+    with PgServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg: PgServer | None) -> str:
+    """The store's URL: SQLite in the test's folder, or the PostgreSQL cluster emptied."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'w.db'}"
+    if pg is None:
+        pytest.skip("no PostgreSQL server binaries here")
+    engine = Store(pg.url).engine  # migrated on first use
+    with engine.begin() as c:
+        for table in ("outbox", "seen_jti", "feedback", "audit"):
+            c.exec_driver_sql(f"DELETE FROM {table}")
+    engine.dispose()
+    return pg.url
+
+
 @pytest.fixture
-def svc(tmp_path: Path, config: LoadedConfig, fhir: MedplumServer) -> Service:
-    service = svc_of(make_app(tmp_path, config, fhir.base))
+def svc(tmp_path: Path, config: LoadedConfig, fhir: MedplumServer, db_url: str) -> Service:
+    service = svc_of(make_app(tmp_path, config, fhir.base, PATHWAY_DATABASE_URL=db_url))
     service.writeback.random = lambda: 1.0  # no jitter: the delays below are exact
     when = seed_case(fhir, "oud-dx-no-moud")
     service.clock = lambda: when
@@ -56,9 +85,9 @@ def want(svc: Service) -> Desired:
 
 
 def operator_view(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
 ) -> Any:
-    monkeypatch.setenv("PATHWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'w.db'}")
+    monkeypatch.setenv("PATHWAY_DATABASE_URL", db_url)
     capsys.readouterr()
     assert cli(["outbox", "list", *args]) == 0
     out = capsys.readouterr().out
@@ -77,7 +106,7 @@ def operator_view(
 def test_a_refusal_that_will_not_change_is_dead_at_once(
     svc: Service,
     fhir: MedplumServer,
-    tmp_path: Path,
+    db_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     status: int,
@@ -91,7 +120,7 @@ def test_a_refusal_that_will_not_change_is_dead_at_once(
     (row,) = svc.store.outbox_list()
     assert row["status"] == "dead" and row["attempts"] == 1
     assert row["error_status"] == status and row["error_code"] == code
-    entries = operator_view(tmp_path, monkeypatch, capsys, "--status", "dead", "--format", "json")
+    entries = operator_view(db_url, monkeypatch, capsys, "--status", "dead", "--format", "json")
     assert entries[0]["id"] == outcome.entry_id and entries[0]["status"] == "dead"
     error = entries[0]["lastError"]
     assert error["httpStatus"] == status and error["issueCode"] == code
@@ -99,14 +128,14 @@ def test_a_refusal_that_will_not_change_is_dead_at_once(
     # Patient data never reaches the operator's view or the store's error columns.
     assert "p1" not in error["diagnostics"] and "[patient]" in error["diagnostics"]
     assert fhir.count("CarePlan") == 0
-    text = operator_view(tmp_path, monkeypatch, capsys)
+    text = operator_view(db_url, monkeypatch, capsys)
     assert f"{status} " in text and "dead" in text
 
 
 def test_an_invalid_resource_is_a_400_from_the_server_and_dead(
     svc: Service,
     fhir: MedplumServer,
-    tmp_path: Path,
+    db_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -114,7 +143,7 @@ def test_an_invalid_resource_is_a_400_from_the_server_and_dead(
     bad.careplan["status"] = 7  # Medplum's own validation refuses it
     outcome = svc.writeback.write_now(fhir.base, bad)
     assert not outcome.ok
-    (entry,) = operator_view(tmp_path, monkeypatch, capsys, "--format", "json")
+    (entry,) = operator_view(db_url, monkeypatch, capsys, "--format", "json")
     assert entry["status"] == "dead"
     assert entry["lastError"]["httpStatus"] == 400
     assert entry["lastError"]["interaction"] == "POST CarePlan"  # after the transaction's refusal
@@ -182,7 +211,7 @@ def test_backoff_grows_with_jitter() -> None:
 
 def test_no_answer_is_retried_then_dead_after_the_last_attempt(
     svc: Service,
-    tmp_path: Path,
+    db_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -198,7 +227,7 @@ def test_no_answer_is_retried_then_dead_after_the_last_attempt(
         assert row["attempts"] == attempt
         assert row["status"] == ("dead" if attempt == 3 else "pending")
         assert row["error_status"] is None
-    (listed,) = operator_view(tmp_path, monkeypatch, capsys, "--format", "json")
+    (listed,) = operator_view(db_url, monkeypatch, capsys, "--format", "json")
     assert listed["lastError"]["httpStatus"] is None
     assert listed["lastError"]["interaction"] == "GET metadata"
     assert 'pathway_writeback_total{outcome="dead"} 1.0' in svc.metrics.render().decode()
@@ -208,7 +237,7 @@ def test_no_answer_is_retried_then_dead_after_the_last_attempt(
 def test_operator_retries_and_discards(
     svc: Service,
     fhir: MedplumServer,
-    tmp_path: Path,
+    db_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -216,7 +245,7 @@ def test_operator_retries_and_discards(
     fhir.fail(403, count=1)
     first = svc.writeback.write_now(fhir.base, w)
     assert not first.ok
-    monkeypatch.setenv("PATHWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'w.db'}")
+    monkeypatch.setenv("PATHWAY_DATABASE_URL", db_url)
     assert cli(["outbox", "retry", "--dead"]) == 0
     assert f"requeued 1 entry: {first.entry_id}" in capsys.readouterr().out
     (row,) = svc.store.outbox_list("pending")
