@@ -117,8 +117,19 @@ def run_spark(
     progress: Callable[[str, int, int], None] | None = None,
     master: str | None = None,
 ) -> LocalResult:
+    from pyspark import StorageLevel
+
+    spark, local = spark_session(workers, master)
     try:
-        from pyspark import StorageLevel
+        return _plan(spark, files, out_dir, as_of, paths, workers, progress, StorageLevel)
+    finally:
+        if local:
+            spark.stop()
+
+
+def spark_session(workers: int = 1, master: str | None = None) -> tuple[Any, bool]:
+    """The engine's SparkSession, and whether it runs in local mode (then the caller stops it)."""
+    try:
         from pyspark.sql import SparkSession
     except ImportError as e:  # pragma: no cover - depends on the extra
         raise ImportError("the spark engine needs PySpark: pip install '.[spark]'") from e
@@ -133,7 +144,7 @@ def run_spark(
         # Spark starts its Python workers with `-m pyspark.daemon`, which puts their working
         # directory (the driver's) first on sys.path: run from a checkout, they imported its
         # sources, not PYTHONPATH=build/compiled. With safe paths they import what the driver
-        # does.
+        # does (tests/population/test_spark_build.py).
         os.environ.setdefault("PYTHONSAFEPATH", "1")
     builder = (
         SparkSession.builder.appName("oud-pathway-population")
@@ -153,11 +164,7 @@ def run_spark(
         builder = builder.master(master)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    try:
-        return _plan(spark, files, out_dir, as_of, paths, workers, progress, StorageLevel)
-    finally:
-        if local:
-            spark.stop()
+    return spark, local
 
 
 def _plan(
