@@ -117,9 +117,9 @@ def run_spark(
     progress: Callable[[str, int, int], None] | None = None,
     master: str | None = None,
 ) -> LocalResult:
+    spark, local = spark_session(workers, master)  # says so when PySpark is missing
     from pyspark import StorageLevel
 
-    spark, local = spark_session(workers, master)
     try:
         return _plan(spark, files, out_dir, as_of, paths, workers, progress, StorageLevel)
     finally:

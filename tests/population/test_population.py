@@ -479,6 +479,23 @@ def test_cli(tmp_path: Path, export_dir: Path, capsys: pytest.CaptureFixture[str
         main(["population", "--ndjson", str(export_dir), "--out", str(out), "--as-of", "2025"])
 
 
+def test_cli_spark_engine_without_pyspark_says_how_to_get_it(
+    tmp_path: Path, export_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+):
+    import sys
+
+    from pathway.cli import main
+
+    for name in ("pyspark", "pyspark.sql"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import pyspark` fails as if not installed
+    args = ["--engine", "spark", "--as-of", "2025-06-15T12:00:00Z"]
+    rc = main(["population", "--ndjson", str(export_dir), "--out", str(tmp_path / "o"), *args])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "the spark engine needs PySpark: pip install '.[spark]'" in err
+    assert "Traceback" not in err
+
+
 def _patients(folder: Path) -> list[bytes]:
     import gzip
 
