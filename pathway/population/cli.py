@@ -67,7 +67,7 @@ def cmd_population(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ImportError as e:
-        print(f"error: {e} (the spark engine needs: pip install '.[spark]')", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)  # the engine's message says how to install it
         return 2
     print(summary_text(run))
     if args.write_back:
