@@ -10,6 +10,18 @@ import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+# The store's tables a test empties before it starts (not `health`, `app_session`: the store's
+# own bookkeeping and the app's sessions, which no test here shares across cases).
+STORE_TABLES = ("outbox", "seen_jti", "feedback", "audit")
+
+
+def empty_store(engine: Any) -> None:
+    """Delete every row of STORE_TABLES (the store is migrated: `Store(url)` did it)."""
+    with engine.begin() as c:
+        for table in STORE_TABLES:
+            c.exec_driver_sql(f"DELETE FROM {table}")
 
 
 def pg_bin() -> Path | None:

@@ -12,7 +12,6 @@ import pytest
 import responses
 from cds_support import hook_request, prefetch_of
 from hypothesis import given
-from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -180,7 +179,6 @@ def test_as_of_from_app_context() -> None:
     assert _as_of(None, now) == (now, "now")
 
 
-@hsettings(deadline=None)  # no time limit per example: CI runs on a shared, noisy machine
 @given(st.text(max_size=200))
 def test_as_of_never_fails(text: str) -> None:
     now = datetime(2025, 3, 1, 12, tzinfo=UTC)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pathway.fhir.careplan import careplan_urn, name_uuid, task_urn
 
 
-@settings(deadline=None)  # no time limit per example: CI runs on a shared, noisy machine
 @given(st.text(max_size=200))
 def test_name_uuid_is_uuid5_of_the_url_namespace(name: str) -> None:
     assert name_uuid(name) == str(uuid.uuid5(uuid.NAMESPACE_URL, name))

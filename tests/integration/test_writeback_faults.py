@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 from medplum_server import MedplumServer
-from pg_server import PgServer, pg_bin
+from pg_server import PgServer, empty_store, pg_bin
 from wb_support import make_app, ours, seed_case, svc_of
 
 from pathway import outbox as outbox_module
@@ -64,9 +64,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg: PgServer | None) 
     if pg is None:
         pytest.skip("no PostgreSQL server binaries here")
     engine = Store(pg.url).engine  # migrated on first use
-    with engine.begin() as c:
-        for table in ("outbox", "seen_jti", "feedback", "audit"):
-            c.exec_driver_sql(f"DELETE FROM {table}")
+    empty_store(engine)
     engine.dispose()
     return pg.url
 

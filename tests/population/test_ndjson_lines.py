@@ -28,9 +28,7 @@ def _write_members(path: Path, lines: list[bytes], cuts: list[int], newline_at_e
     return text
 
 
-@settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     lines=st.lists(LINE, max_size=40),
     cuts=st.lists(st.integers(0, 4000), max_size=4),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from pg_server import PgServer, pg_bin
+from pg_server import PgServer, empty_store, pg_bin
 
 from pathway import create_app
 from pathway.config import LoadedConfig
@@ -28,9 +28,7 @@ def pg() -> Iterator[PgServer]:
 @pytest.fixture
 def replicas(pg: PgServer) -> tuple[Store, Store]:
     a, b = Store(pg.url), Store(pg.url)
-    with a.engine.begin() as c:
-        for table in ("outbox", "seen_jti", "feedback", "audit"):
-            c.exec_driver_sql(f"DELETE FROM {table}")
+    empty_store(a.engine)
     return a, b
 
 
