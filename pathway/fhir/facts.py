@@ -140,6 +140,15 @@ def _period_when(period: Any) -> When | None:
     return None
 
 
+def observation_when(res: dict[str, Any]) -> When | None:
+    """When an Observation was made: effective[x] (dateTime, instant, the period's end, else
+    its start), else `issued`."""
+    when = _first_when(res.get("effectiveDateTime"), res.get("effectiveInstant"))
+    if when is None:
+        when = _period_when(res.get("effectivePeriod")) or parse_when(res.get("issued"))
+    return when
+
+
 # ------------------------------------------------------------------ small readers
 
 
@@ -231,6 +240,12 @@ class FactReader:
         self._obs_classes: dict[
             tuple[str, str], tuple[str | None, tuple[str, ...], tuple[str, ...]]
         ] = {}
+        # Measurement kinds every rule reads only within a bounded look-back, in hours: older
+        # ones can change no answer, and a population run leaves them behind (`may_read` with
+        # `as_of`). Heart rate and systolic BP: only the adjunct low-vital rules read them
+        # (tests/fhir/test_facts.py checks that no other rule names these kinds).
+        vitals = timedelta(hours=config.pathway.adjuncts.vitals_window_hours)
+        self.horizon: dict[str, timedelta] = {"sbp": vitals, "hr": vitals}
 
     # --- results
     def result_of(self, obs: dict[str, Any]) -> Result:
@@ -570,9 +585,7 @@ class FactReader:
         if own is None and not analytes and not kinds and not res.get("component"):
             return  # not an observation the pathway uses (as `may_read` says)
         ref = ref_of(res, url)
-        when = _first_when(res.get("effectiveDateTime"), res.get("effectiveInstant"))
-        if when is None:
-            when = _period_when(res.get("effectivePeriod")) or parse_when(res.get("issued"))
+        when = observation_when(res)
         if own is not None:
             self._own_observation(own, res, ref, when, measurements, uses, stages, notes)
             return
@@ -596,13 +609,19 @@ class FactReader:
                 if part in ("sbp", "hr", "qtc"):
                     measurements.append(self._quantity(comp, ref, part, when))
 
-    def may_read(self, res: dict[str, Any]) -> bool:
+    def may_read(self, res: dict[str, Any], as_of: datetime | None = None) -> bool:
         """False when `read` would certainly make no fact and no note of this resource on its
         own: a type the pathway does not read (Encounter, Claim, ...), or an Observation that is
         cancelled / entered in error or has no code of any value set and no components (vitals
         and labs no rule reads). A population run drops these after its first pass; the tests
         prove it changes no answer (`_observation` returns on the same conditions). Resources
-        that others point at (Patient, Medication, Condition) are always kept."""
+        that others point at (Patient, Medication, Condition) are always kept.
+
+        With `as_of` (the evaluation time), also False for an Observation that would become
+        only measurements of kinds read within a bounded look-back (`horizon`: heart rate and
+        systolic BP, 24 h by default) and is surely older than it: the rules that read those
+        kinds skip it (the same test as `timing.may_be_within_hours`). An undated one is kept.
+        """
         rtype = res.get("resourceType")
         if rtype in REFERENCED_TYPES:
             return True
@@ -614,7 +633,20 @@ class FactReader:
         if isinstance(status, str) and status in IGNORED_OBSERVATION_STATUSES:
             return False
         own, analytes, kinds = self._observation_class(_codings(res.get("code")))
-        return own is not None or bool(analytes or kinds or res.get("component"))
+        if own is not None or analytes:
+            return True
+        if not kinds:
+            return bool(res.get("component"))
+        if as_of is None or res.get("component"):
+            return True
+        horizon = self.horizon
+        for kind in kinds:
+            if kind not in horizon:
+                return True
+        when = observation_when(res)
+        if when is None:
+            return True
+        return when.latest >= as_of - max(horizon[k] for k in kinds)
 
     def _observation_class(
         self, codings: list[Any]

@@ -245,9 +245,10 @@ def render(
     # --- data quality
     quality = [
         ("Resources read", tally.get("resources")),
-        # local engine: dropped after the first pass (FactReader.may_read); Spark reads on
+        # dropped after the first pass by both engines (FactReader.may_read with as_of)
         (
-            "of them, resources no rule reads (vitals and labs outside every value set)",
+            "of them, resources no rule reads (vitals and labs outside every value set; heart "
+            "rate and blood pressure older than the rules look)",
             tally.get("not-read"),
         ),
         ("Medications indexed", tally.get("medications")),

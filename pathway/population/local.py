@@ -5,7 +5,8 @@ Never holds the population in memory:
    bucket files by a stable hash of the patient id (K grows with the input, so a bucket stays
    near `bucket_bytes` whatever the population); Medications go to an SQLite index instead.
    A resource the reader would make nothing of (`FactReader.may_read`: vitals and labs outside
-   every value set, Encounters, ...) is counted and left behind here: phase 2 never parses it.
+   every value set, Encounters, heart rate and blood pressure older than any rule looks, ...)
+   is counted and left behind here: phase 2 never parses it.
 2. *evaluate*: one bucket at a time per worker: its lines grouped by patient in memory (one
    bucket's worth), each patient evaluated with `PatientJob` (the $apply code path), the
    Medications its requests reference looked up in the index; the bucket's lines are written
@@ -211,7 +212,7 @@ def _run(
 
     # Phase 1 (no evaluator needed: a plain pool, or this process)
     spills: list[Path] = []
-    tasks = [(f, work, buckets, i, paths) for i, f in enumerate(files)]
+    tasks = [(f, work, buckets, i, paths, as_of) for i, f in enumerate(files)]
     pool1: Executor | None = (
         ProcessPoolExecutor(
             max_workers=workers,
@@ -272,16 +273,24 @@ def _run(
 
 
 @lru_cache(maxsize=4)
-def _reader_filter(paths: Paths) -> Callable[[dict[str, Any]], bool]:
-    """The reader's own `may_read`, with the deployment's value sets (once per process)."""
-    return FactReader(load_config(paths.config_dir, paths.profiles_dir)).may_read
+def _reader(paths: Paths) -> FactReader:
+    """A reader with the deployment's value sets (once per process)."""
+    return FactReader(load_config(paths.config_dir, paths.profiles_dir))
+
+
+def reader_filter(paths: Paths, as_of: datetime) -> Callable[[dict[str, Any]], bool]:
+    """The reader's own `may_read` as of the evaluation time: what it refuses is left behind
+    after the first pass (types and codes no rule reads, vital signs older than any rule
+    looks)."""
+    may_read = _reader(paths).may_read
+    return lambda res: may_read(res, as_of)
 
 
 def _partition_task(
-    args: tuple[Path, Path, int, int, Paths],
+    args: tuple[Path, Path, int, int, Paths, datetime],
 ) -> tuple[list[list[Any]], list[str], Path | None]:
-    path, work, buckets, task, paths = args
-    return partition_file(path, work, buckets, task, _reader_filter(paths))
+    path, work, buckets, task, paths, as_of = args
+    return partition_file(path, work, buckets, task, reader_filter(paths, as_of))
 
 
 def _evaluate_task(args: tuple[int, list[Path], Path]) -> tuple[list[list[Any]], list[str]]:

@@ -27,8 +27,8 @@ from pathway.population.local import (
     LocalResult,
     Paths,
     _init_worker,
-    _reader_filter,
     evaluate_groups,
+    reader_filter,
 )
 from pathway.population.measures import Tally
 from pathway.population.ndjson import medication_key, patient_key, referenced_medication
@@ -181,7 +181,7 @@ def _plan(
     tick = progress or (lambda _s, _d, _t: None)
     partitions = max(2 * workers, sc.defaultParallelism)
     lines = sc.textFile(",".join(str(f) for f in files), minPartitions=partitions)
-    keyed = lines.mapPartitions(lambda part: key_lines(part, _reader_filter(paths))).persist(
+    keyed = lines.mapPartitions(lambda part: key_lines(part, reader_filter(paths, as_of))).persist(
         storage.MEMORY_AND_DISK
     )
     tally = Tally()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +30,9 @@ from builders import (
 
 from pathway.evaluation import Evaluator
 from pathway.fhir.bundle import flatten
-from pathway.fhir.facts import FactReader, NoPatientError
+from pathway.fhir.facts import FactReader, NoPatientError, observation_when
 from pathway.rules.model import Result
+from pathway.rules.timing import may_be_within_hours
 
 
 @pytest.fixture
@@ -407,3 +411,94 @@ def test_may_read_refuses_only_what_becomes_no_fact(reader: FactReader) -> None:
     facts = reading.facts
     assert (facts.screens, facts.measurements, facts.conditions, facts.orders) == ((), (), (), ())
     assert reading.notes == []
+
+
+# ------------------------------------------------------------------ may_read as of a time
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2025-06-14T12:00:00Z",  # exactly the vitals window (24 h before AS_OF): kept
+        "2025-06-14T11:59:59.999999Z",  # 1 µs past it: left behind
+        "2025-06-14T11:59:59Z",
+        "2025-06-14T13:00:00+02:00",  # 11:00 UTC: past it
+        "2025-06-14",  # the day spans the edge: may be within, kept
+        "2025-06-13",
+        "2025-06",  # the month spans it: kept
+        "2025-05",
+        "2024",
+        "2025-06-16T00:00:00Z",  # after AS_OF: not "older", kept (the rules decide)
+    ],
+)
+@pytest.mark.parametrize(("loinc", "unit"), [("8867-4", "/min"), ("8480-6", "mm[Hg]")])
+def test_may_read_as_of_leaves_behind_exactly_the_vitals_no_rule_looks_at(
+    reader: FactReader, when: str, loinc: str, unit: str
+) -> None:
+    """A population run reads as of one time: heart rate and systolic BP surely older than the
+    vitals window (the only rules that read them look 24 h back) are left behind. The edge is
+    the rules' own test (`timing.may_be_within_hours`), on each date form."""
+    hours = reader.cfg.pathway.adjuncts.vitals_window_hours
+    obs = quantity(loinc, 40, when, unit=unit)
+    parsed = observation_when(obs)
+    assert parsed is not None
+    older = parsed.latest < AS_OF - timedelta(hours=hours)
+    assert reader.may_read(obs) is True  # without a time: kept
+    assert reader.may_read(obs, AS_OF) is not older
+    if not older and parsed.earliest <= AS_OF:
+        assert may_be_within_hours(parsed, AS_OF, hours)
+    if older:
+        assert not may_be_within_hours(parsed, AS_OF, hours)
+
+
+def test_may_read_as_of_keeps_everything_else_whatever_its_age(reader: FactReader) -> None:
+    """Only kinds with a bounded look-back are left behind by age: screens, COWS, QTc, liver
+    tests, panels with components and undated vitals are kept however old."""
+    old = "2019-01-01T00:00:00Z"
+    panel = lab("85354-9", old)
+    panel["component"] = [
+        {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]}, "valueQuantity": {"value": 80}}
+    ]
+    undated = quantity("8867-4", 40, old, unit="/min")
+    del undated["effectiveDateTime"]
+    by_period = quantity("8867-4", 40, old, unit="/min")
+    del by_period["effectiveDateTime"]
+    by_period["effectivePeriod"] = {"start": "2025-06-13T00:00:00Z", "end": "2025-06-15T00:00:00Z"}
+    issued = quantity("8867-4", 40, old, unit="/min")
+    del issued["effectiveDateTime"]
+    issued["issued"] = "2025-06-15T08:00:00Z"
+    kept = {
+        "fentanyl screen": uds("58379-9", "POS", old),
+        "COWS": cows(9, old),
+        "QTc": quantity("8636-3", 520, old, unit="ms"),
+        "ALT": quantity("1742-6", 300, old),
+        "BP panel (component)": panel,
+        "undated heart rate": undated,
+        "heart rate over a period ending in the window": by_period,
+        "heart rate issued in the window": issued,
+        "Condition": condition("F11.20"),
+        "MedicationRequest": med(BUP_NALOXONE_FILM, "active", "2019-01-01"),
+    }
+    assert [k for k, r in kept.items() if not reader.may_read(r, AS_OF)] == []
+    issued["issued"] = "2025-06-13T08:00:00Z"
+    by_period["effectivePeriod"]["end"] = "2025-06-14T00:00:00Z"
+    assert not reader.may_read(issued, AS_OF)
+    assert not reader.may_read(by_period, AS_OF)
+
+
+def test_only_the_adjunct_rules_read_heart_rate_and_blood_pressure() -> None:
+    """`FactReader.horizon` says heart rate and systolic BP matter only within the vitals
+    window, because only the adjunct low-vital rules read them. A rule elsewhere that names
+    these kinds must extend the horizon first (else a population run would drop data it
+    reads): this fails until it does."""
+    import pathway.rules as rules_pkg
+
+    root = Path(rules_pkg.__file__).parent
+    naming = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if re.search(r"""["'](hr|sbp)["']""", p.read_text())
+    )
+    assert naming == ["findings.py", "options/adjuncts.py"]
+    findings = (root / "findings.py").read_text()
+    assert len(re.findall(r"""["'](hr|sbp)["']""", findings)) == 2  # _LOWER_IS_WORSE only

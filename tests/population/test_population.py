@@ -194,7 +194,7 @@ def test_what_the_first_pass_leaves_behind_changes_no_line(
     skipped = 0
     for t, line in zip(truths, lines, strict=True):
         everything = [orjson.dumps(r) for r in t.resources]
-        skipped += sum(1 for r in t.resources if not job.evaluator.reader.may_read(r))
+        skipped += sum(1 for r in t.resources if not job.evaluator.reader.may_read(r, T))
         assert job.run(t.pid, everything, medications.get).line == line, t.pid
     assert skipped >= 40 * 2  # the creatinine and hemoglobin padding, the Encounters
     assert run.tally.get("not-read") == skipped

@@ -1339,11 +1339,16 @@ def test_an_old_untyped_last_use_adds_no_note() -> None:
 
 def _unread_noise(case: Case, rnd: Any) -> list[dict[str, Any]]:
     """What a Bulk Data export holds beside the pathway's data: labs and vitals outside every
-    value set, an Encounter, a cancelled copy of a screen the patient has."""
+    value set, low heart rates and blood pressures older than the vitals window (from 1 s past
+    it to years), an Encounter, a cancelled copy of a screen the patient has."""
     when = instant(case.as_of - timedelta(days=rnd.randint(0, 400)))
+    hours = EVALUATOR.config.pathway.adjuncts.vitals_window_hours
+    past = case.as_of - timedelta(hours=hours, seconds=rnd.choice([1, 60, 3600, 86400 * 400]))
     noise: list[dict[str, Any]] = [
         quantity("2160-0", 1.1, when, unit="mg/dL"),  # creatinine
         quantity("718-7", 13.5, when, unit="g/dL"),  # hemoglobin
+        {**quantity("8867-4", 38.0, instant(past), unit="/min"), "id": "old-hr-noise"},
+        {**quantity("8480-6", 70.0, instant(past), unit="mm[Hg]"), "id": "old-sbp-noise"},
         {
             "resourceType": "Encounter",
             "id": "enc-noise",
@@ -1366,11 +1371,12 @@ def _unread_noise(case: Case, rnd: Any) -> list[dict[str, Any]]:
 def test_what_the_reader_may_skip_changes_nothing(case: Case, rnd: Any) -> None:
     """`pathway population` leaves behind, after its first pass, every resource
     `FactReader.may_read` refuses (it never parses them again). Without them: the same decision
-    (reasons, evidence and ties included) and the same notes."""
+    (reasons, evidence and ties included) and the same notes. Read as of the case's time: the
+    generated vitals fall on and around the edge of the vitals window, in every date form."""
     full = [*case.resources, *_unread_noise(case, rnd)]
     rnd.shuffle(full)
-    kept = [r for r in full if EVALUATOR.reader.may_read(r)]
-    assert len(kept) <= len(full) - 3  # the noise at least
+    kept = [r for r in full if EVALUATOR.reader.may_read(r, case.as_of)]
+    assert len(kept) <= len(full) - 5  # the noise at least
     a = EVALUATOR.evaluate(case.bundle(full), case.as_of)
     b = EVALUATOR.evaluate(case.bundle(kept), case.as_of)
     assert canonical(b.decision) == canonical(a.decision), diff(a.decision, b.decision)

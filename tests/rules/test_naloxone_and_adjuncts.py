@@ -218,16 +218,19 @@ def test_clonidine_for_blood_pressure_is_not_active_for_withdrawal(decide, reaso
     ],
 )
 def test_adjunct_caution_with_low_bp_or_heart_rate_in_24_hours(
-    decide, name, loinc, value, when, status
+    decide, evaluator, name, loinc, value, when, status
 ):
     """§4 / §8: in withdrawal, `caution` when systolic BP < 90 or heart rate < 55 in the last
-    24 h (edge included), citing the vital sign."""
+    24 h (edge included), citing the vital sign. A population run, reading as of the same
+    time, leaves the vital behind exactly when it is past the window (FactReader.may_read)."""
     v = quantity(loinc, value, when, unit="mm[Hg]" if loinc == SBP else "/min")
     o = option(decide(oud_condition(), cows(9, before(hours=2)), v), name)
     assert o.status == status
     if status == "caution":
         assert ref(v) in o.evidence
         assert mentions(o.reasons, "heart rate" if loinc == HR else "BP")
+    past_window = when == before(hours=24, minutes=1)
+    assert evaluator.reader.may_read(v, AS_OF) is not past_window
 
 
 def test_adjunct_caution_with_any_low_bp_in_24_hours(decide):
