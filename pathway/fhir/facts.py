@@ -9,6 +9,7 @@ every field is read defensively; what cannot be read becomes "unknown" (and a no
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -138,6 +139,22 @@ def _period_when(period: Any) -> When | None:
     if isinstance(period, dict):
         return _first_when(period.get("end"), period.get("start"))
     return None
+
+
+def _observed_before(res: dict[str, Any], cutoff: datetime) -> bool:
+    """Whether the Observation's time, as `observation_when` reads it, surely lies before
+    `cutoff` (an undated one: no). The common full `effectiveDateTime` is compared directly
+    (as `parse_when` reads it: no zone is UTC), without building its `When`."""
+    v = res.get("effectiveDateTime")
+    if type(v) is str and len(v) > 10 and not v[0].isspace() and not v[-1].isspace():
+        try:
+            d = datetime.fromisoformat(v)
+        except ValueError:
+            pass  # unreadable: `observation_when` goes on to the other fields
+        else:
+            return (d if d.tzinfo is not None else d.replace(tzinfo=UTC)) < cutoff
+    when = observation_when(res)
+    return when is not None and when.latest < cutoff
 
 
 def observation_when(res: dict[str, Any]) -> When | None:
@@ -622,6 +639,19 @@ class FactReader:
         systolic BP, 24 h by default) and is surely older than it: the rules that read those
         kinds skip it (the same test as `timing.may_be_within_hours`). An undated one is kept.
         """
+        return self._may_read(res, None if as_of is None else self.cutoffs(as_of))
+
+    def cutoffs(self, as_of: datetime) -> dict[str, datetime]:
+        """For each kind of `horizon`, the instant before which no rule reads a measurement."""
+        return {kind: as_of - span for kind, span in self.horizon.items()}
+
+    def first_pass_filter(self, as_of: datetime) -> Callable[[dict[str, Any]], bool]:
+        """`may_read(res, as_of)` for one evaluation time, its cutoffs computed once (a
+        population run asks it of every resource)."""
+        cutoffs = self.cutoffs(as_of)
+        return lambda res: self._may_read(res, cutoffs)
+
+    def _may_read(self, res: dict[str, Any], cutoffs: dict[str, datetime] | None) -> bool:
         rtype = res.get("resourceType")
         if rtype in REFERENCED_TYPES:
             return True
@@ -637,16 +667,16 @@ class FactReader:
             return True
         if not kinds:
             return bool(res.get("component"))
-        if as_of is None or res.get("component"):
+        if cutoffs is None or res.get("component"):
             return True
-        horizon = self.horizon
+        earliest: datetime | None = None  # the longest look-back among its kinds
         for kind in kinds:
-            if kind not in horizon:
-                return True
-        when = observation_when(res)
-        if when is None:
-            return True
-        return when.latest >= as_of - max(horizon[k] for k in kinds)
+            cutoff = cutoffs.get(kind)
+            if cutoff is None:
+                return True  # a kind read however old
+            if earliest is None or cutoff < earliest:
+                earliest = cutoff
+        return earliest is None or not _observed_before(res, earliest)
 
     def _observation_class(
         self, codings: list[Any]

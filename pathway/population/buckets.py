@@ -134,7 +134,9 @@ def evaluate_groups(
     for pid in sorted(groups):
         group = groups[pid]
         result: PatientResult | None = None
-        if any(b'"Patient"' in line for line in group):  # else surely no Patient: not parsed
+        # else surely no Patient: not parsed. (`find`, not `in`: on 3.11 `bytes in bytes` first
+        # tries the needle as an integer and raises and clears a TypeError every time.)
+        if any(line.find(b'"Patient"') >= 0 for line in group):
             try:
                 resources = job.resources([line for line in group if line], resolve)
                 if own_patient(resources, pid) is not None:

@@ -282,8 +282,7 @@ def reader_filter(paths: Paths, as_of: datetime) -> Callable[[dict[str, Any]], b
     """The reader's own `may_read` as of the evaluation time: what it refuses is left behind
     after the first pass (types and codes no rule reads, vital signs older than any rule
     looks)."""
-    may_read = _reader(paths).may_read
-    return lambda res: may_read(res, as_of)
+    return _reader(paths).first_pass_filter(as_of)
 
 
 def _partition_task(

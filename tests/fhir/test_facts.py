@@ -429,6 +429,10 @@ def test_may_read_refuses_only_what_becomes_no_fact(reader: FactReader) -> None:
         "2025-05",
         "2024",
         "2025-06-16T00:00:00Z",  # after AS_OF: not "older", kept (the rules decide)
+        "2025-06-14T11:00:00",  # no zone: read as UTC (as parse_when does), past it
+        "2025-06-14T13:00:00",
+        " 2025-06-14T11:00:00Z ",  # spaces around: read as parse_when reads it
+        "2025-06-14T12:00:00.000001+00:00",
     ],
 )
 @pytest.mark.parametrize(("loinc", "unit"), [("8867-4", "/min"), ("8480-6", "mm[Hg]")])
@@ -445,6 +449,7 @@ def test_may_read_as_of_leaves_behind_exactly_the_vitals_no_rule_looks_at(
     older = parsed.latest < AS_OF - timedelta(hours=hours)
     assert reader.may_read(obs) is True  # without a time: kept
     assert reader.may_read(obs, AS_OF) is not older
+    assert reader.first_pass_filter(AS_OF)(obs) is not older
     if not older and parsed.earliest <= AS_OF:
         assert may_be_within_hours(parsed, AS_OF, hours)
     if older:
@@ -479,7 +484,13 @@ def test_may_read_as_of_keeps_everything_else_whatever_its_age(reader: FactReade
         "Condition": condition("F11.20"),
         "MedicationRequest": med(BUP_NALOXONE_FILM, "active", "2019-01-01"),
     }
+    unreadable = quantity("8867-4", 40, "2025-06-14T25:00:00Z", unit="/min")
+    unreadable["effectiveInstant"] = "2025-06-15T08:00:00Z"  # what the reader reads instead
+    kept["heart rate with an unreadable dateTime, an instant in the window"] = unreadable
     assert [k for k, r in kept.items() if not reader.may_read(r, AS_OF)] == []
+    assert [k for k, r in kept.items() if not reader.first_pass_filter(AS_OF)(r)] == []
+    unreadable["effectiveInstant"] = "2025-06-13T08:00:00Z"
+    assert not reader.may_read(unreadable, AS_OF)
     issued["issued"] = "2025-06-13T08:00:00Z"
     by_period["effectivePeriod"]["end"] = "2025-06-14T00:00:00Z"
     assert not reader.may_read(issued, AS_OF)
