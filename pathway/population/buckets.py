@@ -3,10 +3,12 @@ orchestrates them, the Spark engine runs `evaluate_groups` too).
 
 Phase 1, `partition_file`: each line parsed once, its patient found, the line appended to a
 bucket file by a stable hash of the patient id (Medications to a spill file for the index). A
-resource the reader would make nothing of (`FactReader.may_read`) is counted, and an empty line
-stands in for it. Phase 2, `group_bucket` and `evaluate_groups`: one bucket's lines grouped by
-patient, each patient with its Patient evaluated by `PatientJob` (the $apply code path); a group
-without its Patient (the export lacks it) is counted, not evaluated.
+resource the reader would make nothing of (`FactReader.may_read`) is counted, not carried: a
+record `pid SEP #n` stands for n of them in a row of one patient (exports list a patient's
+resources together, so one record usually stands for many). Phase 2, `group_bucket` and
+`evaluate_groups`: one bucket's lines grouped by patient, each patient with its Patient
+evaluated by `PatientJob` (the $apply code path); a group without its Patient (the export lacks
+it) is counted, not evaluated, with every resource it had.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathway.population.patient import PatientJob, PatientResult, own_patient
 
 MAX_PROBLEMS = 20  # unreadable lines listed by file and line number (never their content)
 SEP = b"\t"  # patient id (a FHIR id: no tabs) SEP line
+SKIPPED = b"#"  # pid SEP #n: n resources left behind (no JSON line begins with '#')
 
 
 def partition_file(
@@ -37,7 +40,7 @@ def partition_file(
     Returns the tally of what was seen (as JSON rows), problems, and the spill file.
 
     `may_read` (the reader's `FactReader.may_read`): a resource it refuses is not carried to
-    phase 2 (not parsed again, not grouped); an empty line stands in for it, so that phase 2
+    phase 2 (not parsed again); a `pid SEP #n` record counts each row of them, so that phase 2
     still counts the resources of patients missing from the export."""
     tally = Tally()
     problems: list[str] = []
@@ -47,6 +50,11 @@ def partition_file(
     n_lines = n_resources = n_meds = n_bad = n_unread = 0  # plain ints in the loop; tallied once
     loads = orjson.loads
     crc32 = zlib.crc32
+    run_pid = b""  # the row of left-behind resources being counted: whose, how many, where
+    run_n = 0
+    run_out: IO[bytes] | None = None
+    last_pid = b""  # the patient of the line before, and its bucket file
+    last_out: IO[bytes] | None = None
     try:
         n = 0
         for raw in raw_lines(path):
@@ -83,20 +91,31 @@ def partition_file(
                 tally.note("no-patient", rtype)
                 continue
             pid_b = pid.encode()
-            k = crc32(pid_b) % buckets  # a stable hash of the patient id
-            out = handles.get(k)
-            if out is None:
-                out = handles[k] = (work / f"b{k}.t{task}").open("wb", buffering=256 * 1024)
+            if pid_b != last_pid:  # exports list a patient's resources together
+                k = crc32(pid_b) % buckets  # a stable hash of the patient id
+                found = handles.get(k)
+                if found is None:
+                    found = handles[k] = (work / f"b{k}.t{task}").open("wb", buffering=256 * 1024)
+                last_pid, last_out = pid_b, found
+            out = last_out
+            assert out is not None  # a patient id is never empty: set on the first line
             n_resources += 1
             if may_read is not None and not may_read(res):
-                out.write(pid_b + SEP + b"\n")  # counted, not carried
-                n_unread += 1
+                n_unread += 1  # counted, not carried
+                if pid_b == run_pid:
+                    run_n += 1
+                    continue
+                if run_out is not None:
+                    run_out.write(b"".join((run_pid, SEP, SKIPPED, b"%d\n" % run_n)))
+                run_pid, run_n, run_out = pid_b, 1, out
                 continue
-            out.write(pid_b + SEP + line + b"\n")
+            out.write(b"".join((pid_b, SEP, line, b"\n")))
     except (OSError, EOFError, zlib.error) as e:
         problems.append(f"{path.name}: could not be read to the end ({type(e).__name__})")
         tally.note("unreadable-files")
     finally:
+        if run_out is not None:  # the last row (also when the file was cut short)
+            run_out.write(b"".join((run_pid, SEP, SKIPPED, b"%d\n" % run_n)))
         for h in handles.values():
             h.close()
         if meds is not None:
@@ -113,14 +132,23 @@ def partition_file(
     return tally.to_json(), problems, med_path if meds is not None else None
 
 
-def group_bucket(parts: list[Path]) -> dict[str, list[bytes]]:
+def group_bucket(parts: list[Path]) -> tuple[dict[str, list[bytes]], dict[str, int]]:
+    """A bucket's lines by patient, and how many resources of each were left behind."""
     groups: dict[str, list[bytes]] = {}
+    skipped: dict[str, int] = {}
     for part in parts:
         with part.open("rb") as f:
             for raw in f:
-                pid, line = raw.rstrip(b"\n").split(SEP, 1)
-                groups.setdefault(pid.decode(), []).append(line)
-    return groups
+                pid_b, line = raw.rstrip(b"\n").split(SEP, 1)
+                pid = pid_b.decode()
+                group = groups.get(pid)
+                if group is None:
+                    group = groups[pid] = []
+                if line.startswith(SKIPPED):
+                    skipped[pid] = skipped.get(pid, 0) + int(line[1:])
+                else:
+                    group.append(line)
+    return groups, skipped
 
 
 def evaluate_groups(
@@ -129,8 +157,11 @@ def evaluate_groups(
     resolve: Callable[[str], bytes | None],
     tally: Tally,
     failed: list[str],
+    skipped: dict[str, int] | None = None,
 ) -> Iterator[PatientResult]:
-    """Each group that holds its Patient, in patient-id order."""
+    """Each group that holds its Patient, in patient-id order. `skipped`: resources of each
+    patient left behind after the first pass (counted for orphans; an empty line in a group
+    counts one too)."""
     for pid in sorted(groups):
         group = groups[pid]
         result: PatientResult | None = None
@@ -147,7 +178,8 @@ def evaluate_groups(
                 continue
         if result is None:
             tally.note("orphan-patients")
-            tally.note("orphan-resources", n=len(group))
+            n = len(group) + (skipped.get(pid, 0) if skipped is not None else 0)
+            tally.note("orphan-resources", n=n)
             continue
         tally.add(result.measures, job.pc)
         yield result

@@ -126,9 +126,9 @@ def evaluate_bucket(
     assert _resolve is not None
     tally = Tally()
     failed: list[str] = []
-    groups = group_bucket(parts)
+    groups, skipped = group_bucket(parts)
     with out.open("wb") as f:
-        for result in evaluate_groups(_job, groups, _resolve, tally, failed):
+        for result in evaluate_groups(_job, groups, _resolve, tally, failed, skipped):
             f.write(result.patient.encode() + SEP + result.line + b"\n")
     for part in parts:
         part.unlink()

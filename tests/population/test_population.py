@@ -542,3 +542,70 @@ def test_a_truncated_gzip_file_is_reported_and_the_run_goes_on(tmp_path: Path, p
     assert 0 < run.tally.get("resources") - 1 < 5000  # the Patient, and the part before the cut
     patients = (run.out_dir / "patients.ndjson").read_bytes().splitlines()
     assert [orjson.loads(x)["patient"] for x in patients] == ["a"]
+
+
+def test_rows_left_behind_are_one_record_and_still_count_for_orphans(tmp_path: Path, paths: Paths):
+    """The first pass writes one `pid SEP #n` record for a row of resources of one patient
+    that no rule reads; a patient may have several rows, interleaved with others, in several
+    files. Orphans (no Patient in the export) still count every resource they had."""
+    from pathway.population.buckets import SEP, SKIPPED, group_bucket, partition_file
+    from pathway.population.local import reader_filter
+
+    def enc(i: int, pid: str) -> bytes:
+        return b'{"resourceType":"Encounter","id":"e%d","subject":{"reference":"Patient/%s"}}\n' % (
+            i,
+            pid.encode(),
+        )
+
+    def old_hr(i: int, pid: str) -> bytes:
+        return (
+            orjson.dumps(
+                {
+                    "resourceType": "Observation",
+                    "id": f"hr{i}",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                    "subject": {"reference": f"Patient/{pid}"},
+                    "effectiveDateTime": "2024-01-01T00:00:00Z",
+                    "valueQuantity": {"value": 40},
+                }
+            )
+            + b"\n"
+        )
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "Patient.ndjson").write_bytes(b'{"resourceType":"Patient","id":"a"}\n')
+    rows = [
+        *(enc(i, "ghost") for i in range(3)),
+        *(old_hr(i, "a") for i in range(4)),
+        *(enc(10 + i, "ghost") for i in range(2)),  # ghost's second row
+        enc(20, "ghost2"),
+        b'{"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/ghost"}}\n',
+    ]
+    (src / "Mixed.000.ndjson").write_bytes(b"".join(rows))
+    (src / "Mixed.001.ndjson").write_bytes(enc(30, "ghost") + old_hr(30, "a"))
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for task, name in enumerate(["Mixed.000.ndjson", "Mixed.001.ndjson"]):
+        partition_file(src / name, work, 1, task, reader_filter(paths, T))
+    records = (work / "b0.t0").read_bytes().splitlines()
+    assert records == [
+        b"ghost" + SEP + SKIPPED + b"3",
+        b"a" + SEP + SKIPPED + b"4",
+        b"ghost" + SEP + SKIPPED + b"2",
+        rows[-1].rstrip(b"\n").join([b"ghost" + SEP, b""]),
+        b"ghost2" + SEP + SKIPPED + b"1",  # the last row, written when the file ends
+    ]
+    groups, skipped = group_bucket(sorted(work.glob("b0.t*")))
+    assert {pid: len(lines) for pid, lines in groups.items()} == {"ghost": 1, "a": 0, "ghost2": 0}
+    assert skipped == {"ghost": 3 + 2 + 1, "a": 4 + 1, "ghost2": 1}
+
+    run = population(src, tmp_path / "out", T, paths, workers=1, progress=False)
+    t = run.tally
+    assert t.get("resources") == 14 and t.get("not-read") == 12  # 14: the Patient too
+    assert t.get("orphan-patients") == 2
+    assert t.get("orphan-resources") == 3 + 2 + 1 + 1 + 1  # ghost's 7, ghost2's 1
+    lines = (tmp_path / "out" / "patients.ndjson").read_bytes().splitlines()
+    assert [orjson.loads(x)["patient"] for x in lines] == ["a"]
