@@ -88,10 +88,28 @@ INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInt
 # ------------------------------------------------------------------ dates
 
 
+# date-only value -> its When: a population has few distinct days, and each costs a few µs to
+# read (bounded: cleared when full). A dateTime is not kept (rarely the same twice).
+_DAYS: dict[str, When | None] = {}
+_DAYS_MAX = 8192
+
+
 def parse_when(value: Any) -> When | None:
     """FHIR date / dateTime / instant -> When (UTC). Partial dates become ranges."""
     if not isinstance(value, str) or len(value) < 4:
         return None
+    if len(value) <= 10:
+        if value in _DAYS:
+            return _DAYS[value]
+        found = _parse_when(value)
+        if len(_DAYS) >= _DAYS_MAX:
+            _DAYS.clear()
+        _DAYS[value] = found
+        return found
+    return _parse_when(value)
+
+
+def _parse_when(value: str) -> When | None:
     v = value.strip() if value[-1].isspace() or value[0].isspace() else value
     n = len(v)
     try:

@@ -8,7 +8,7 @@ concern, surely_* (every possible point up to as_of inside) reassures.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -281,3 +281,21 @@ def test_describe(value, text):
     """Reasons quote dates at the precision they were recorded."""
     assert timing.describe(at(value)) == text
     assert timing.describe(None) == "date unknown"
+
+
+def test_date_only_values_are_remembered_exactly_and_boundedly() -> None:
+    """parse_when remembers date-only values (a population reads the same days again and
+    again): the remembered answer is the one reading it afresh gives, for readable and
+    unreadable values alike, and the memo never grows past its bound."""
+    from pathway.fhir import facts
+
+    values = ["2025", "2025-02", "2024-02-29", "2025-02-29", "2025-W01-1", " 2025-01", "20xx"]
+    facts._DAYS.clear()
+    cold = [facts.parse_when(v) for v in values]
+    warm = [facts.parse_when(v) for v in values]
+    assert cold == warm == [facts._parse_when(v) for v in values]
+    assert cold[2] is not None and cold[2].precision == "day" and cold[3] is None
+    for day in range(facts._DAYS_MAX + 100):
+        facts.parse_when((date(2000, 1, 1) + timedelta(days=day)).isoformat())
+    assert 0 < len(facts._DAYS) <= facts._DAYS_MAX
+    assert facts.parse_when("2024-02-29") == cold[2]
