@@ -12,6 +12,7 @@ import calendar
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from pathway.config import MEDICATION_VALUESETS, LoadedConfig
@@ -88,24 +89,17 @@ INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInt
 # ------------------------------------------------------------------ dates
 
 
-# date-only value -> its When: a population has few distinct days, and each costs a few µs to
-# read (bounded: cleared when full). A dateTime is not kept (rarely the same twice).
-_DAYS: dict[str, When | None] = {}
-_DAYS_MAX = 8192
-
-
 def parse_when(value: Any) -> When | None:
     """FHIR date / dateTime / instant -> When (UTC). Partial dates become ranges."""
     if not isinstance(value, str) or len(value) < 4:
         return None
-    if len(value) <= 10:
-        if value in _DAYS:
-            return _DAYS[value]
-        found = _parse_when(value)
-        if len(_DAYS) >= _DAYS_MAX:
-            _DAYS.clear()
-        _DAYS[value] = found
-        return found
+    return _parse_day(value) if len(value) <= 10 else _parse_when(value)
+
+
+# A date-only value is remembered: a population has few distinct days, and each costs a few µs
+# to read. A dateTime is not (rarely the same twice).
+@lru_cache(maxsize=8192)
+def _parse_day(value: str) -> When | None:
     return _parse_when(value)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +81,6 @@ def raw_lines(path: Path, chunk_size: int = GZIP_CHUNK) -> Iterator[bytes]:
             yield carry
 
 
-# reference -> patient id (or None), for the references seen last: a patient's resources name
-# their patient again and again, and a population run reads millions (cleared when full)
-_SEEN: dict[str, str | None] = {}
-_SEEN_MAX = 16_384  # a few MB at most
-
-
 def patient_id_of(ref: Any) -> str | None:
     """`Patient/x` or `https://…/Patient/x` -> x (a FHIR id), else None."""
     if type(ref) is not dict:
@@ -93,15 +88,12 @@ def patient_id_of(ref: Any) -> str | None:
     target = ref.get("reference")
     if type(target) is not str:
         return None
-    if target in _SEEN:
-        return _SEEN[target]
-    found = _patient_id_of(target)
-    if len(_SEEN) >= _SEEN_MAX:
-        _SEEN.clear()
-    _SEEN[target] = found
-    return found
+    return _patient_id_of(target)
 
 
+# reference -> patient id (or None), remembered for the references seen last: a patient's
+# resources name their patient again and again, and a population run reads millions (a few MB)
+@lru_cache(maxsize=16_384)
 def _patient_id_of(target: str) -> str | None:
     if target.startswith("Patient/"):  # the common case: a relative reference
         pid = target[8:]

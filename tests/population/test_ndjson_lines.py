@@ -100,9 +100,11 @@ def test_patient_references_read_the_same_when_remembered_and_after_forgetting()
         "Patient/": None,
         "Patient/" + "x" * 65: None,  # longer than a FHIR id may be
     }
-    filler = [f"Patient/f{i}" for i in range(ndjson._SEEN_MAX + 10)]  # fills the memo
+    bound = ndjson._patient_id_of.cache_info().maxsize
+    assert bound is not None
+    filler = [f"Patient/f{i}" for i in range(bound + 10)]  # fills the memo
     for _ in range(3):
         assert {r: patient_id_of({"reference": r}) for r in refs} == refs
         assert {r: patient_id_of({"reference": r}) for r in refs} == refs  # remembered
         assert [patient_id_of({"reference": r}) for r in filler] == [r[8:] for r in filler]
-        assert len(ndjson._SEEN) <= ndjson._SEEN_MAX
+        assert ndjson._patient_id_of.cache_info().currsize <= bound

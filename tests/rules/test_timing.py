@@ -290,12 +290,14 @@ def test_date_only_values_are_remembered_exactly_and_boundedly() -> None:
     from pathway.fhir import facts
 
     values = ["2025", "2025-02", "2024-02-29", "2025-02-29", "2025-W01-1", " 2025-01", "20xx"]
-    facts._DAYS.clear()
+    facts._parse_day.cache_clear()
     cold = [facts.parse_when(v) for v in values]
     warm = [facts.parse_when(v) for v in values]
     assert cold == warm == [facts._parse_when(v) for v in values]
     assert cold[2] is not None and cold[2].precision == "day" and cold[3] is None
-    for day in range(facts._DAYS_MAX + 100):
+    bound = facts._parse_day.cache_info().maxsize
+    assert bound is not None
+    for day in range(bound + 100):
         facts.parse_when((date(2000, 1, 1) + timedelta(days=day)).isoformat())
-    assert 0 < len(facts._DAYS) <= facts._DAYS_MAX
+    assert facts._parse_day.cache_info().currsize == bound
     assert facts.parse_when("2024-02-29") == cold[2]
