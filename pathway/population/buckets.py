@@ -21,11 +21,12 @@ from typing import IO, Any
 import orjson
 
 from pathway.population.measures import Tally
-from pathway.population.ndjson import medication_key, patient_key, raw_lines
+from pathway.population.ndjson import line_chunks, medication_key, patient_key
 from pathway.population.patient import PatientJob, PatientResult, own_patient
 
 MAX_PROBLEMS = 20  # unreadable lines listed by file and line number (never their content)
 SEP = b"\t"  # patient id (a FHIR id: no tabs) SEP line
+BUCKET_BUFFER = 256 * 1024  # bytes buffered per open bucket file
 SKIPPED = b"#"  # pid SEP #n: n resources left behind (no JSON line begins with '#')
 
 
@@ -57,59 +58,61 @@ def partition_file(
     last_out: IO[bytes] | None = None
     try:
         n = 0
-        for raw in raw_lines(path):
-            n += 1
-            line = raw.strip()
-            if not line:
-                continue
-            n_lines += 1
-            try:
-                res = loads(line)
-            except orjson.JSONDecodeError:
-                n_bad += 1
-                if len(problems) < MAX_PROBLEMS:
-                    problems.append(f"{path.name}:{n}: not a JSON resource")
-                continue
-            if type(res) is not dict or type(res.get("resourceType")) is not str:
-                n_bad += 1
-                if len(problems) < MAX_PROBLEMS:
-                    problems.append(f"{path.name}:{n}: no resourceType")
-                continue
-            rtype = res["resourceType"]
-            if rtype == "Medication":
-                key = medication_key(res)
-                if key is None:
+        for lines in line_chunks(path):  # a list at a time (see line_chunks)
+            for raw in lines:
+                n += 1
+                line = raw.strip()
+                if not line:
+                    continue
+                n_lines += 1
+                try:
+                    res = loads(line)
+                except orjson.JSONDecodeError:
+                    n_bad += 1
+                    if len(problems) < MAX_PROBLEMS:
+                        problems.append(f"{path.name}:{n}: not a JSON resource")
+                    continue
+                if type(res) is not dict or type(res.get("resourceType")) is not str:
+                    n_bad += 1
+                    if len(problems) < MAX_PROBLEMS:
+                        problems.append(f"{path.name}:{n}: no resourceType")
+                    continue
+                rtype = res["resourceType"]
+                if rtype == "Medication":
+                    key = medication_key(res)
+                    if key is None:
+                        tally.note("no-patient", rtype)
+                        continue
+                    if meds is None:
+                        meds = med_path.open("wb")
+                    meds.write(key.encode() + SEP + line + b"\n")
+                    n_meds += 1
+                    continue
+                pid = patient_key(res)
+                if pid is None:
                     tally.note("no-patient", rtype)
                     continue
-                if meds is None:
-                    meds = med_path.open("wb")
-                meds.write(key.encode() + SEP + line + b"\n")
-                n_meds += 1
-                continue
-            pid = patient_key(res)
-            if pid is None:
-                tally.note("no-patient", rtype)
-                continue
-            pid_b = pid.encode()
-            if pid_b != last_pid:  # exports list a patient's resources together
-                k = crc32(pid_b) % buckets  # a stable hash of the patient id
-                found = handles.get(k)
-                if found is None:
-                    found = handles[k] = (work / f"b{k}.t{task}").open("wb", buffering=256 * 1024)
-                last_pid, last_out = pid_b, found
-            out = last_out
-            assert out is not None  # a patient id is never empty: set on the first line
-            n_resources += 1
-            if may_read is not None and not may_read(res):
-                n_unread += 1  # counted, not carried
-                if pid_b == run_pid:
-                    run_n += 1
+                pid_b = pid.encode()
+                if pid_b != last_pid:  # exports list a patient's resources together
+                    k = crc32(pid_b) % buckets  # a stable hash of the patient id
+                    found = handles.get(k)
+                    if found is None:
+                        name = work / f"b{k}.t{task}"
+                        found = handles[k] = name.open("wb", buffering=BUCKET_BUFFER)
+                    last_pid, last_out = pid_b, found
+                out = last_out
+                assert out is not None  # a patient id is never empty: set on the first line
+                n_resources += 1
+                if may_read is not None and not may_read(res):
+                    n_unread += 1  # counted, not carried
+                    if pid_b == run_pid:
+                        run_n += 1
+                        continue
+                    if run_out is not None:
+                        run_out.write(b"".join((run_pid, SEP, SKIPPED, b"%d\n" % run_n)))
+                    run_pid, run_n, run_out = pid_b, 1, out
                     continue
-                if run_out is not None:
-                    run_out.write(b"".join((run_pid, SEP, SKIPPED, b"%d\n" % run_n)))
-                run_pid, run_n, run_out = pid_b, 1, out
-                continue
-            out.write(b"".join((pid_b, SEP, line, b"\n")))
+                out.write(b"".join((pid_b, SEP, line, b"\n")))
     except (OSError, EOFError, zlib.error) as e:
         problems.append(f"{path.name}: could not be read to the end ({type(e).__name__})")
         tally.note("unreadable-files")

@@ -87,6 +87,23 @@ def test_plain_and_empty_files(tmp_path: Path) -> None:
     assert list(raw_lines(empty_member)) == []
 
 
+def test_line_chunks_are_the_lines_a_list_at_a_time(tmp_path: Path) -> None:
+    """The first pass reads lists of lines (`line_chunks`); flattened, they are the file's
+    lines, for a plain file larger than one chunk and for a gzipped one."""
+    text = b"".join(b'{"n":%d,"pad":"%s"}\n' % (i, b"x" * (i % 50)) for i in range(60000))
+    assert len(text) > 2 * ndjson.PLAIN_CHUNK
+    plain = tmp_path / "a.ndjson"
+    plain.write_bytes(text + b"last")
+    chunks = list(ndjson.line_chunks(plain))
+    assert len(chunks) >= 2 and all(chunks)
+    assert [x for c in chunks for x in c] == [*text.splitlines(keepends=True), b"last"]
+    packed = tmp_path / "a.ndjson.gz"
+    packed.write_bytes(gzip.compress(text + b"last"))
+    chunks = list(ndjson.line_chunks(packed, chunk_size=4096))
+    assert len(chunks) >= 2 and all(chunks)
+    assert [x for c in chunks for x in c] == [*text.split(b"\n")[:-1], b"last"]
+
+
 def test_patient_references_read_the_same_when_remembered_and_after_forgetting() -> None:
     """patient_id_of remembers the references it read last (a bounded memo, cleared when
     full): the answer is the same the first time, the second time and after the memo was
