@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test lint types pytest pytest-compiled compiled audit bench bench-population load clean
+.PHONY: setup run test lint types pytest pytest-compiled compiled audit bench bench-population instructions-population load clean
 
 $(BIN)/pathway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,11 @@ bench: setup $(COMPILED)
 # two population sizes, local engine and Spark local mode, on the compiled build.
 bench-population: setup $(COMPILED)
 	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/python scripts/benchmark_population.py $(ARGS)
+
+# Instructions per patient of the local engine (callgrind; needs valgrind): compares code
+# changes where wall time varies.
+instructions-population: setup $(COMPILED)
+	PYTHONPATH=$(CURDIR)/build/compiled $(BIN)/python scripts/instructions_population.py $(ARGS)
 
 # Bounded load run with write-back to the loopback FHIR server (60 s, 100 hooks/s).
 load: setup $(COMPILED)
