@@ -109,7 +109,7 @@ def partition_file(
                         run_n += 1
                         continue
                     if run_out is not None:
-                        run_out.write(b"".join((run_pid, SEP, SKIPPED, b"%d\n" % run_n)))
+                        run_out.write(skipped_record(run_pid, run_n))
                     run_pid, run_n, run_out = pid_b, 1, out
                     continue
                 out.write(b"".join((pid_b, SEP, line, b"\n")))
@@ -118,7 +118,7 @@ def partition_file(
         tally.note("unreadable-files")
     finally:
         if run_out is not None:  # the last row (also when the file was cut short)
-            run_out.write(b"".join((run_pid, SEP, SKIPPED, b"%d\n" % run_n)))
+            run_out.write(skipped_record(run_pid, run_n))
         for h in handles.values():
             h.close()
         if meds is not None:
@@ -133,6 +133,11 @@ def partition_file(
         if count:
             tally.note(key, n=count)
     return tally.to_json(), problems, med_path if meds is not None else None
+
+
+def skipped_record(pid: bytes, n: int) -> bytes:
+    """The bucket record for n resources of one patient left behind (read by `group_bucket`)."""
+    return b"".join((pid, SEP, SKIPPED, b"%d\n" % n))
 
 
 def group_bucket(parts: list[Path]) -> tuple[dict[str, list[bytes]], dict[str, int]]:

@@ -39,8 +39,6 @@ def input_files(folder: Path, exclude: Path | None = None) -> list[Path]:
 
 
 GZIP_CHUNK = 256 * 1024  # compressed bytes read at a time (a few MB once inflated)
-
-
 PLAIN_CHUNK = 1024 * 1024  # bytes of lines read at a time from a plain file
 
 
