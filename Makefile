@@ -29,7 +29,7 @@ setup: $(BIN)/pathway $(FHIRSERVER) $(AXE)
 # (the checkout is untouched). Run it with PYTHONPATH=build/compiled (an absolute path when the
 # process changes directory); rebuilt when a source changes.
 COMPILED := build/compiled/.built
-$(COMPILED): $(BIN)/pathway pyproject.toml scripts/compile.py $(shell find pathway -name '*.py')
+$(COMPILED): $(BIN)/pathway pyproject.toml scripts/compile.py $(shell find pathway -name '*.py' -o -name '*.c')
 	$(BIN)/python scripts/compile.py build/compiled
 	@touch $@
 

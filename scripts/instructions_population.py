@@ -39,7 +39,7 @@ def run_once(export: Path) -> int:
     paths = default_paths(ROOT / "config", ROOT / "fhir_profiles")
     work = Path(tempfile.mkdtemp(prefix="instr-"))
     try:
-        keep = local.reader_filter(paths, AS_OF)
+        keep = local.first_pass(paths, AS_OF)
         spills = []
         for i, f in enumerate(input_files(export)):
             _rows, _problems, spill = partition_file(f, work, 1, i, keep)

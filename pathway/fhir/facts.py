@@ -153,7 +153,13 @@ def _period_when(period: Any) -> When | None:
     return None
 
 
-def _observed_before(res: dict[str, Any], cutoff: datetime) -> bool:
+# What `FactReader.first_pass_class` reads of a resource, and what `observed_before` reads
+# (tests/fhir/test_facts.py checks both): a population run's first pass reads no more of a line.
+CLASS_FIELDS = ("resourceType", "status", "code", "component")
+WHEN_FIELDS = ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")
+
+
+def observed_before(res: dict[str, Any], cutoff: datetime) -> bool:
     """Whether the Observation's time, as `observation_when` reads it, surely lies before
     `cutoff` (an undated one: no). The common full `effectiveDateTime` is compared directly
     (as `parse_when` reads it: no zone is UTC), without building its `When`."""
@@ -663,7 +669,25 @@ class FactReader:
         cutoffs = self.cutoffs(as_of)
         return lambda res: self._may_read(res, cutoffs)
 
+    def first_pass_class(self, as_of: datetime) -> Callable[[dict[str, Any]], bool | datetime]:
+        """`may_read(res, as_of)` in two steps, for a population run that remembers the first:
+        from the fields of `CLASS_FIELDS` alone, True or False, or the instant before which
+        the resource is not read (then `not observed_before(res, instant)`, from the fields of
+        `WHEN_FIELDS`, is the answer)."""
+        cutoffs = self.cutoffs(as_of)
+        return lambda res: self._read_class(res, cutoffs)
+
     def _may_read(self, res: dict[str, Any], cutoffs: dict[str, datetime] | None) -> bool:
+        found = self._read_class(res, cutoffs)
+        if type(found) is bool:
+            return found
+        assert isinstance(found, datetime)
+        return not observed_before(res, found)
+
+    def _read_class(
+        self, res: dict[str, Any], cutoffs: dict[str, datetime] | None
+    ) -> bool | datetime:
+        # reads only the fields of CLASS_FIELDS (tests/fhir/test_facts.py checks)
         rtype = res.get("resourceType")
         if rtype in REFERENCED_TYPES:
             return True
@@ -688,7 +712,7 @@ class FactReader:
                 return True  # a kind read however old
             if earliest is None or cutoff < earliest:
                 earliest = cutoff
-        return earliest is None or not _observed_before(res, earliest)
+        return True if earliest is None else earliest
 
     def _observation_class(
         self, codings: list[Any]

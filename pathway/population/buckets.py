@@ -1,8 +1,8 @@
 """The local engine's loops over lines and patients (compiled with mypyc; pathway.population.local
 orchestrates them, the Spark engine runs `evaluate_groups` too).
 
-Phase 1, `partition_file`: each line parsed once, its patient found, the line appended to a
-bucket file by a stable hash of the patient id (Medications to a spill file for the index). A
+Phase 1, `partition_file`: each line read once (`FirstPass`), its patient found, the line
+appended to a bucket file by a stable hash of the patient id (Medications to a spill file). A
 resource the reader would make nothing of (`FactReader.may_read`) is counted, not carried: a
 record `pid SEP #n` stands for n of them in a row of one patient (exports list a patient's
 resources together, so one record usually stands for many). Phase 2, `group_bucket` and
@@ -18,10 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
+from pathway.population.firstpass import FirstPass, UnreadableLine
 from pathway.population.measures import Tally
-from pathway.population.ndjson import line_chunks, medication_key, patient_key
+from pathway.population.ndjson import line_chunks
 from pathway.population.patient import PatientJob, PatientResult, own_patient
 
 MAX_PROBLEMS = 20  # unreadable lines listed by file and line number (never their content)
@@ -35,21 +34,22 @@ def partition_file(
     work: Path,
     buckets: int,
     task: int,
-    may_read: Callable[[dict[str, Any]], bool] | None = None,
+    first: FirstPass | None = None,
 ) -> tuple[list[list[Any]], list[str], Path | None]:
     """One input file -> bucket files `b{k}.t{task}` and a Medication spill `m.t{task}`.
     Returns the tally of what was seen (as JSON rows), problems, and the spill file.
 
-    `may_read` (the reader's `FactReader.may_read`): a resource it refuses is not carried to
-    phase 2 (not parsed again); a `pid SEP #n` record counts each row of them, so that phase 2
-    still counts the resources of patients missing from the export."""
+    `first` reads each line (pathway.population.firstpass; without one, every line is carried).
+    A resource the reader would make nothing of is not carried to phase 2 (not parsed again); a
+    `pid SEP #n` record counts each row of them, so that phase 2 still counts the resources of
+    patients missing from the export."""
     tally = Tally()
     problems: list[str] = []
     handles: dict[int, IO[bytes]] = {}
     meds: IO[bytes] | None = None
     med_path = work / f"m.t{task}"
     n_lines = n_resources = n_meds = n_bad = n_unread = 0  # plain ints in the loop; tallied once
-    loads = orjson.loads
+    read = (first if first is not None else FirstPass(None, None, None)).read
     crc32 = zlib.crc32
     run_pid = b""  # the row of left-behind resources being counted: whose, how many, where
     run_n = 0
@@ -66,33 +66,22 @@ def partition_file(
                     continue
                 n_lines += 1
                 try:
-                    res = loads(line)
-                except orjson.JSONDecodeError:
+                    rtype, key, keep = read(line)
+                except UnreadableLine as why:  # (not `e`: mypyc types a name once a function)
                     n_bad += 1
                     if len(problems) < MAX_PROBLEMS:
-                        problems.append(f"{path.name}:{n}: not a JSON resource")
+                        problems.append(f"{path.name}:{n}: {why}")
                     continue
-                if type(res) is not dict or type(res.get("resourceType")) is not str:
-                    n_bad += 1
-                    if len(problems) < MAX_PROBLEMS:
-                        problems.append(f"{path.name}:{n}: no resourceType")
+                if key is None:
+                    tally.note("no-patient", rtype)
                     continue
-                rtype = res["resourceType"]
                 if rtype == "Medication":
-                    key = medication_key(res)
-                    if key is None:
-                        tally.note("no-patient", rtype)
-                        continue
                     if meds is None:
                         meds = med_path.open("wb")
                     meds.write(key.encode() + SEP + line + b"\n")
                     n_meds += 1
                     continue
-                pid = patient_key(res)
-                if pid is None:
-                    tally.note("no-patient", rtype)
-                    continue
-                pid_b = pid.encode()
+                pid_b = key.encode()
                 if pid_b != last_pid:  # exports list a patient's resources together
                     k = crc32(pid_b) % buckets  # a stable hash of the patient id
                     found = handles.get(k)
@@ -103,7 +92,7 @@ def partition_file(
                 out = last_out
                 assert out is not None  # a patient id is never empty: set on the first line
                 n_resources += 1
-                if may_read is not None and not may_read(res):
+                if not keep:
                     n_unread += 1  # counted, not carried
                     if pid_b == run_pid:
                         run_n += 1

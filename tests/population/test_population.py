@@ -549,7 +549,7 @@ def test_rows_left_behind_are_one_record_and_still_count_for_orphans(tmp_path: P
     that no rule reads; a patient may have several rows, interleaved with others, in several
     files. Orphans (no Patient in the export) still count every resource they had."""
     from pathway.population.buckets import SEP, SKIPPED, group_bucket, partition_file
-    from pathway.population.local import reader_filter
+    from pathway.population.local import first_pass
 
     def enc(i: int, pid: str) -> bytes:
         return b'{"resourceType":"Encounter","id":"e%d","subject":{"reference":"Patient/%s"}}\n' % (
@@ -589,7 +589,7 @@ def test_rows_left_behind_are_one_record_and_still_count_for_orphans(tmp_path: P
     work = tmp_path / "work"
     work.mkdir()
     for task, name in enumerate(["Mixed.000.ndjson", "Mixed.001.ndjson"]):
-        partition_file(src / name, work, 1, task, reader_filter(paths, T))
+        partition_file(src / name, work, 1, task, first_pass(paths, T))
     records = (work / "b0.t0").read_bytes().splitlines()
     assert records == [
         b"ghost" + SEP + SKIPPED + b"3",
