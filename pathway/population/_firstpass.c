@@ -26,7 +26,7 @@
 #endif
 
 #define MAX_DEPTH 128   /* orjson allows 1024; deeper lines go to orjson */
-#define MAX_KEYS 32     /* projected names */
+#define MAX_KEYS 32     /* names in all groups */
 #define CACHE_SLOTS 4096
 #define CACHE_MAXLEN 64 /* ASCII strings up to this length are shared between calls */
 
