@@ -162,17 +162,27 @@ WHEN_FIELDS = ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "issu
 def observed_before(res: dict[str, Any], cutoff: datetime) -> bool:
     """Whether the Observation's time, as `observation_when` reads it, surely lies before
     `cutoff` (an undated one: no). The common full `effectiveDateTime` is compared directly
-    (as `parse_when` reads it: no zone is UTC), without building its `When`."""
+    (`datetime_before`), without building its `When`."""
     v = res.get("effectiveDateTime")
-    if type(v) is str and len(v) > 10 and not v[0].isspace() and not v[-1].isspace():
+    if type(v) is str:
+        before = datetime_before(v, cutoff)
+        if before is not None:
+            return before
+    when = observation_when(res)
+    return when is not None and when.latest < cutoff
+
+
+def datetime_before(v: str, cutoff: datetime) -> bool | None:
+    """Whether an `effectiveDateTime` holding a full date and time lies before `cutoff`, as
+    `parse_when` reads it (no zone is UTC); None for any other text (`observed_before` then
+    reads the resource's other fields)."""
+    if len(v) > 10 and not v[0].isspace() and not v[-1].isspace():
         try:
             d = datetime.fromisoformat(v)
         except ValueError:
-            pass  # unreadable: `observation_when` goes on to the other fields
-        else:
-            return (d if d.tzinfo is not None else d.replace(tzinfo=UTC)) < cutoff
-    when = observation_when(res)
-    return when is not None and when.latest < cutoff
+            return None
+        return (d if d.tzinfo is not None else d.replace(tzinfo=UTC)) < cutoff
+    return None
 
 
 def observation_when(res: dict[str, Any]) -> When | None:

@@ -27,8 +27,8 @@
 
 #define MAX_DEPTH 128   /* orjson allows 1024; deeper lines go to orjson */
 #define MAX_KEYS 32     /* names in all groups */
-#define CACHE_SLOTS 4096
-#define CACHE_MAXLEN 64 /* ASCII strings up to this length are shared between calls */
+#define SHARED_SLOTS 1024 /* a power of two */
+#define SHARED_MAXLEN 512 /* texts up to this size are shared between calls (see share) */
 
 typedef struct {
     const unsigned char *p;
@@ -255,6 +255,44 @@ static int skip_value(Scan *s) {
 
 /* ------------------------------------------------------------------ members() */
 
+/* The same text twice gives the same bytes object: the caller's memos look texts up in dicts,
+ * and a bytes object keeps its hash, so a text seen before (the patient of the line before, a
+ * common code) is neither allocated nor hashed again. A small table by a hash of the text; a
+ * slot keeps its last text (a new reference from the table, released when replaced). */
+static PyObject *shared[SHARED_SLOTS];
+
+static inline uint64_t text_hash(const unsigned char *p, Py_ssize_t n, Py_ssize_t g) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n ^ ((uint64_t)g << 56);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+        h ^= h >> 32;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, (size_t)n);
+    h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
+    return h ^ (h >> 29);
+}
+
+static PyObject *share(Py_ssize_t g, const unsigned char *text, Py_ssize_t size) {
+    PyObject **slot = &shared[text_hash(text, size, g) & (SHARED_SLOTS - 1)];
+    PyObject *old = *slot;
+    if (old != NULL && PyBytes_GET_SIZE(old) == size &&
+        memcmp(PyBytes_AS_STRING(old), text, (size_t)size) == 0) {
+        Py_INCREF(old);
+        return old;
+    }
+    PyObject *v = PyBytes_FromStringAndSize((const char *)text, size);
+    if (v == NULL) return NULL;
+    Py_INCREF(v);
+    *slot = v;
+    Py_XDECREF(old);
+    return v;
+}
+
 /* The names of the last `groups` (a run passes the same tuple every time), flattened. */
 static PyObject *known_groups = NULL;
 static Py_ssize_t n_groups = 0, n_keys = 0;
@@ -357,33 +395,43 @@ static PyObject *members(PyObject *module, PyObject *const *args, Py_ssize_t nar
     if (s.p != s.end) Py_RETURN_NONE; /* trailing data */
     /* each group: its members' texts in order, joined by NUL (which valid JSON text never
      * holds: a control character in a string is refused above), absent ones empty */
-    Py_ssize_t size[MAX_KEYS];
-    for (Py_ssize_t g = 0; g < n_groups; g++) size[g] = 0;
-    for (Py_ssize_t i = 0; i < n_keys; i++) {
-        if (i > 0 && key_group[i] == key_group[i - 1]) size[key_group[i]] += 1;
-        if (seen & (1u << i)) size[key_group[i]] += stop[i] - start[i];
-    }
     PyObject *out = PyTuple_New(n_groups);
     if (out == NULL) return NULL;
+    Py_ssize_t i = 0;
     for (Py_ssize_t g = 0; g < n_groups; g++) {
-        PyObject *v = PyBytes_FromStringAndSize(NULL, size[g]);
+        Py_ssize_t first = i, size = 0;
+        for (; i < n_keys && key_group[i] == g; i++) {
+            if (i > first) size += 1;
+            if (seen & (1u << i)) size += stop[i] - start[i];
+        }
+        unsigned char small[SHARED_MAXLEN];
+        PyObject *v = NULL;
+        unsigned char *at;
+        if (size <= SHARED_MAXLEN) {
+            at = small;
+        } else {
+            v = PyBytes_FromStringAndSize(NULL, size);
+            if (v == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            at = (unsigned char *)PyBytes_AS_STRING(v);
+        }
+        for (Py_ssize_t k = first; k < i; k++) {
+            if (k > first) *at++ = '\0';
+            if (seen & (1u << k)) {
+                memcpy(at, start[k], (size_t)(stop[k] - start[k]));
+                at += stop[k] - start[k];
+            }
+        }
         if (v == NULL) {
-            Py_DECREF(out);
-            return NULL;
+            v = share(g, small, size);
+            if (v == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
         }
         PyTuple_SET_ITEM(out, g, v);
-    }
-    char *at = NULL;
-    for (Py_ssize_t i = 0; i < n_keys; i++) {
-        if (i == 0 || key_group[i] != key_group[i - 1]) {
-            at = PyBytes_AS_STRING(PyTuple_GET_ITEM(out, key_group[i]));
-        } else {
-            *at++ = '\0';
-        }
-        if (seen & (1u << i)) {
-            memcpy(at, start[i], (size_t)(stop[i] - start[i]));
-            at += stop[i] - start[i];
-        }
     }
     return out;
 }

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import orjson
 
-from pathway.fhir.facts import CLASS_FIELDS, WHEN_FIELDS, observed_before
+from pathway.fhir.facts import CLASS_FIELDS, WHEN_FIELDS, datetime_before, observed_before
 from pathway.population.ndjson import PATIENT_FIELDS, medication_key, patient_key
 
 Members = Callable[[bytes, tuple[tuple[str, ...], ...]], tuple[bytes, ...] | None]
@@ -36,6 +36,8 @@ MEMO_SIZE = 65_536  # distinct values remembered (then forgotten all at once)
 WHOLE = ("Patient", "Medication")  # types read whole: their id is their key
 
 
+# `when` with its first member alone (WHEN_FIELDS: effectiveDateTime), a string
+ONLY_FIRST = b'"' + b"\0" * (len(WHEN_FIELDS) - 1)
 NO_ONE = ""  # not yet known (a patient id is never empty)
 
 
@@ -107,6 +109,11 @@ class FirstPass:
         if type(found) is bool:
             return rtype, pid, found
         assert isinstance(found, datetime)
+        if when.endswith(ONLY_FIRST) and when.startswith(b'"') and when.find(b"\\") < 0:
+            # only an effectiveDateTime, a string without escapes: its text is its value
+            before = datetime_before(when[1 : -len(ONLY_FIRST)].decode(), found)
+            if before is not None:
+                return rtype, pid, not before
         return rtype, pid, not observed_before(_parsed(when, WHEN_FIELDS), found)
 
     def read_whole(self, line: bytes) -> tuple[str, str | None, bool]:

@@ -11,7 +11,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -355,11 +355,32 @@ vital = st.fixed_dictionaries(
         ),
     },
     optional={
-        "effectiveDateTime": st.datetimes(
-            min_value=datetime(2025, 1, 1),
-            max_value=datetime(2026, 2, 1),
-            timezones=st.sampled_from([UTC, None]),
-        ).map(lambda d: d.isoformat()),
+        "effectiveDateTime": st.one_of(
+            st.datetimes(
+                min_value=datetime(2025, 1, 1),
+                max_value=datetime(2026, 2, 1),
+                timezones=st.sampled_from(
+                    [UTC, None, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))]
+                ),
+            ).map(lambda d: d.isoformat()),
+            st.sampled_from(
+                [  # other texts: read by `parse_when` or by nothing
+                    "2025-12-31",
+                    "2025-12",
+                    "2025",
+                    "2025-12-31T10:00",
+                    "2025-12-31T10:00:00.123456789Z",
+                    "2025-13-01T00:00:00Z",
+                    " 2025-12-31T10:00:00Z",
+                    "2025-12-31T10:00:00Z ",
+                    "2025-12-31 10:00:00",
+                    "x",
+                    "",
+                    20251231,
+                    None,
+                ]
+            ),
+        ),
         "effectivePeriod": st.just({"start": "2025-12-31T23:00:00Z"}),
         "issued": st.just("2025-12-31T12:00:00+00:00"),
         "component": st.sampled_from(
@@ -389,6 +410,85 @@ def test_first_pass_answers_as_the_whole_line_does_for_generated_vitals(
         assert outcome(whole.read, line)[2] == (
             patient_key(res) is None or reader.may_read(res, as_of)
         )
+
+
+def test_the_first_pass_reads_vital_times_around_the_cutoff_as_the_whole_line_does(
+    members: Members, paths: Paths
+) -> None:
+    # heart rate and systolic pressure older than the vitals window are left behind: the fast
+    # path compares their effectiveDateTime text without parsing the line
+    reader = _reader(paths)
+    fast = FirstPass(reader.first_pass_filter(T), reader.first_pass_class(T), members)
+    whole = FirstPass(reader.first_pass_filter(T), reader.first_pass_class(T), None)
+    kept = set()
+    for code in ("8867-4", "8480-6"):
+        for hours in range(-80, 81, 3):
+            for minutes in (-1, 0, 1):
+                at = T - timedelta(hours=hours, minutes=minutes)
+                for zone in (UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))):
+                    for text in (
+                        at.astimezone(zone).isoformat(),
+                        at.replace(tzinfo=None).isoformat(),
+                    ):
+                        line = orjson.dumps(
+                            {
+                                "resourceType": "Observation",
+                                "status": "final",
+                                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                                "subject": {"reference": "Patient/a"},
+                                "effectiveDateTime": text,
+                            }
+                        )
+                        got = outcome(fast.read, line)
+                        assert got == outcome(whole.read, line), text
+                        kept.add(got[2])
+    assert kept == {True, False}
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        b'"2025-12-31T10:00:00\\u005a"',  # an escaped Z
+        b'"\\u0032025-12-31T10:00:00Z"',
+        b'"2025-12-31T10:00:00Z", "issued": "2026-01-01T00:00:00Z"',
+        b'"2025-12-31T10:00:00+01:00", "effectivePeriod": {"end": "2025-12-31"}',
+        b'"2025-01-01T10:00:00\xc3\xa9"',  # not ASCII
+        b"null",
+    ],
+)
+def test_an_effective_time_the_first_pass_reads_whole(
+    members: Members, paths: Paths, when: bytes
+) -> None:
+    reader = _reader(paths)
+    for as_of in (T - timedelta(days=400), T, T + timedelta(days=400)):
+        fast = FirstPass(reader.first_pass_filter(as_of), reader.first_pass_class(as_of), members)
+        whole = FirstPass(reader.first_pass_filter(as_of), reader.first_pass_class(as_of), None)
+        line = (
+            b'{"resourceType": "Observation", "status": "final", "subject": {"reference": '
+            b'"Patient/a"}, "code": {"coding": [{"system": "http://loinc.org", "code": '
+            b'"8867-4"}]}, "effectiveDateTime": ' + when + b"}"
+        )
+        assert outcome(fast.read, line) == outcome(whole.read, line)
+
+
+def test_members_gives_the_same_object_for_the_same_text(members: Members) -> None:
+    # the caller's memos then neither hash nor compare a text seen before
+    a = members(b'{"resourceType": "Observation", "subject": {"reference": "Patient/1"}}', GROUPS)
+    b = members(b'{"subject": {"reference": "Patient/1"}, "resourceType": "Observation"}', GROUPS)
+    assert a is not None and b is not None
+    assert a[0] is b[0] and a[1] is b[1]
+    # more texts than its table holds: each answer is still its own line's
+    lines = [
+        b'{"resourceType": "T%d", "subject": {"reference": "Patient/%d"}}' % (i, i)
+        for i in range(5000)
+    ]
+    for i, line in enumerate(lines * 2):
+        got = members(line, GROUPS)
+        assert got is not None
+        assert got[0] == b'"T%d"' % (i % 5000)
+        assert got[1] == b'{"reference": "Patient/%d"}\0\0\0' % (i % 5000)
+    big = b'{"resourceType": "%s"}' % (b"x" * 2000)
+    assert members(big, GROUPS) == members(big, GROUPS)
 
 
 def test_the_run_uses_the_extension_where_it_is_built(paths: Paths) -> None:
