@@ -294,19 +294,25 @@ static PyObject *share(Py_ssize_t g, const unsigned char *text, Py_ssize_t size)
 }
 
 /* The names of the last `groups` (a run passes the same tuple every time), flattened. */
+#define MAX_NAME 64
 static PyObject *known_groups = NULL;
 static Py_ssize_t n_groups = 0, n_keys = 0;
 static const char *key_bytes[MAX_KEYS];
-static Py_ssize_t key_len[MAX_KEYS];
 static Py_ssize_t key_group[MAX_KEYS];
+static uint32_t by_len[MAX_NAME + 1]; /* the names of each length, as bits of key_bytes */
 
 static int load_groups(PyObject *groups) {
-    static const char *usage = "groups must be a tuple of tuples of str (32 names at most)";
+    static const char *usage =
+        "groups must be a tuple of tuples of str (32 names at most, of 64 bytes at most)";
     if (groups == known_groups) return 1;
     if (!PyTuple_Check(groups)) {
         PyErr_SetString(PyExc_TypeError, usage);
         return 0;
     }
+    /* read into these first: a bad `groups` leaves the last good one in place */
+    const char *bytes[MAX_KEYS];
+    Py_ssize_t group[MAX_KEYS];
+    uint32_t lens[MAX_NAME + 1] = {0};
     Py_ssize_t n = 0;
     for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++) {
         PyObject *names = PyTuple_GET_ITEM(groups, g);
@@ -323,9 +329,13 @@ static int load_groups(PyObject *groups) {
             Py_ssize_t len;
             const char *b = PyUnicode_AsUTF8AndSize(k, &len);
             if (b == NULL) return 0;
-            key_bytes[n] = b; /* owned by the str, kept alive by known_groups */
-            key_len[n] = len;
-            key_group[n] = g;
+            if (len > MAX_NAME) {
+                PyErr_SetString(PyExc_TypeError, usage);
+                return 0;
+            }
+            lens[len] |= 1u << n;
+            bytes[n] = b; /* owned by the str, kept alive by known_groups */
+            group[n] = g;
             n++;
         }
     }
@@ -333,6 +343,9 @@ static int load_groups(PyObject *groups) {
     Py_XSETREF(known_groups, groups);
     n_groups = PyTuple_GET_SIZE(groups);
     n_keys = n;
+    memcpy(key_bytes, bytes, sizeof(bytes[0]) * (size_t)n);
+    memcpy(key_group, group, sizeof(group[0]) * (size_t)n);
+    memcpy(by_len, lens, sizeof by_len);
     return 1;
 }
 
@@ -365,19 +378,18 @@ static PyObject *members(PyObject *module, PyObject *const *args, Py_ssize_t nar
             s.p++;
             skip_ws(&s);
             uint32_t which = 0; /* our names it is (a name may be in several groups) */
-            for (Py_ssize_t i = 0; i < n_keys; i++) {
-                if (key_len[i] == key.len && memcmp(key_bytes[i], key.start, (size_t)key.len) == 0)
-                    which |= 1u << i;
+            for (uint32_t m = key.len <= MAX_NAME ? by_len[key.len] : 0; m != 0; m &= m - 1) {
+                int i = __builtin_ctz(m);
+                if (memcmp(key_bytes[i], key.start, (size_t)key.len) == 0) which |= 1u << i;
             }
             if (seen & which) Py_RETURN_NONE; /* given twice: orjson decides */
             seen |= which;
             const unsigned char *value = s.p;
             if (!skip_value(&s)) Py_RETURN_NONE;
-            for (Py_ssize_t i = 0; which != 0 && i < n_keys; i++) {
-                if (which & (1u << i)) {
-                    start[i] = value;
-                    stop[i] = s.p;
-                }
+            for (uint32_t m = which; m != 0; m &= m - 1) {
+                int i = __builtin_ctz(m);
+                start[i] = value;
+                stop[i] = s.p;
             }
             skip_ws(&s);
             if (s.p >= s.end) Py_RETURN_NONE;

@@ -191,7 +191,26 @@ def test_members_checks_its_arguments(members: Members) -> None:
         members(b"{}", (("a", 1),))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         members(b"{}", (tuple(f"k{i}" for i in range(33)),))
+    with pytest.raises(TypeError):
+        members(b"{}", (("a", "x" * 65),))
     assert members(b'{"a":1,"b":2}', (("b",), ("a", "b"))) == (b"2", b"1\x002")
+    # a refused `groups` leaves the one before in place
+    assert members(b'{"resourceType":"X","b":2}', GROUPS) == (
+        b'"X"',
+        b"\0\0\0",
+        b'"X"\0\0\0',
+        b"\0\0\0",
+    )
+    with pytest.raises(TypeError):
+        members(b"{}", (("b",), ("a", 1)))  # type: ignore[arg-type]
+    assert members(b'{"resourceType":"X","b":2}', GROUPS) == (
+        b'"X"',
+        b"\0\0\0",
+        b'"X"\0\0\0',
+        b"\0\0\0",
+    )
+    name = "n" * 64  # the longest name it takes
+    assert members(b'{"%s":1}' % name.encode(), ((name,),)) == (b"1",)
 
 
 json_values = st.recursive(
