@@ -281,34 +281,58 @@ def _in_retention_window(episode: Episode, as_of: datetime, pc: PopulationConfig
 # ---------------------------------------------------------------- the tally
 
 
+MAX_KINDS = 4096  # kinds of patient a tally holds before spreading them into its counts
+
+
 class Tally:
     """Counts, keyed by tuples; two tallies add up (workers, Spark partitions)."""
 
-    __slots__ = ("counts",)
+    __slots__ = ("_counts", "_kinds")
 
     def __init__(self, counts: Counter[tuple[str, ...]] | None = None) -> None:
-        self.counts: Counter[tuple[str, ...]] = counts if counts is not None else Counter()
+        self._counts: Counter[tuple[str, ...]] = counts if counts is not None else Counter()
+        # patients added and not yet spread into the counts, by what they count for: most
+        # patients count like many others, so each kind is spread out once (bounded)
+        self._kinds: dict[tuple[Any, ...], int] = {}
+
+    @property
+    def counts(self) -> Counter[tuple[str, ...]]:
+        """Every count, the patients added so far included."""
+        if self._kinds:
+            self._spread()
+        return self._counts
 
     def add(self, pm: PatientMeasures, pc: PopulationConfig) -> None:
-        c = self.counts
-        c[("patients",)] += 1
-        c[("phase", pm.phase)] += 1
-        for step in pm.cascade:
-            c[("cascade", step)] += 1
+        low = None
         if pm.retention_days is not None:
             low = max(b for b in pc.histogram if b <= pm.retention_days)
-            c[("retention", str(low))] += 1
-        for measure, numerator in pm.memberships:
-            c[("den", measure, "", "")] += 1
-            if numerator:
-                c[("num", measure, "", "")] += 1
-            for stratifier, stratum in zip(STRATIFIERS, pm.strata, strict=True):
-                c[("den", measure, stratifier, stratum)] += 1
+        kind = (pm.phase, pm.strata, pm.memberships, pm.cascade, low)
+        kinds = self._kinds
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if len(kinds) >= MAX_KINDS:
+            self._spread()
+
+    def _spread(self) -> None:
+        c = self._counts
+        for (phase, strata, memberships, cascade, low), n in self._kinds.items():
+            c[("patients",)] += n
+            c[("phase", phase)] += n
+            for step in cascade:
+                c[("cascade", step)] += n
+            if low is not None:
+                c[("retention", str(low))] += n
+            for measure, numerator in memberships:
+                c[("den", measure, "", "")] += n
                 if numerator:
-                    c[("num", measure, stratifier, stratum)] += 1
+                    c[("num", measure, "", "")] += n
+                for stratifier, stratum in zip(STRATIFIERS, strata, strict=True):
+                    c[("den", measure, stratifier, stratum)] += n
+                    if numerator:
+                        c[("num", measure, stratifier, stratum)] += n
+        self._kinds.clear()
 
     def note(self, *key: str, n: int = 1) -> None:
-        self.counts[key] += n
+        self._counts[key] += n  # adds up with what is not yet spread
 
     def merge(self, other: Tally) -> Tally:
         self.counts.update(other.counts)

@@ -16,7 +16,9 @@ from pathway.fhir.facts import parse_when
 from pathway.population.episodes import latest_episode
 from pathway.population.measures import (
     ETHNICITY_URL,
+    MAX_KINDS,
     RACE_URL,
+    STRATIFIERS,
     PatientMeasures,
     Tally,
     age_stratum,
@@ -299,3 +301,74 @@ def test_tallies_add_up():
     assert total.rate("moud-coverage") == (3, 2)
     assert total.rate("moud-coverage", "race", "2054-5") == (3, 2)
     assert Tally.from_json(total.to_json()).counts == total.counts
+
+
+def _counted_one_by_one(pms: list[PatientMeasures]) -> dict[tuple[str, ...], int]:
+    """What a list of patients counts for, written out plainly (the reference for Tally)."""
+    c: dict[tuple[str, ...], int] = {}
+
+    def up(*key: str) -> None:
+        c[key] = c.get(key, 0) + 1
+
+    for pm in pms:
+        up("patients")
+        up("phase", pm.phase)
+        for step in pm.cascade:
+            up("cascade", step)
+        if pm.retention_days is not None:
+            up("retention", str(max(b for b in PC.histogram if b <= pm.retention_days)))
+        for measure, numerator in pm.memberships:
+            for stratifier, stratum in (("", ""), *zip(STRATIFIERS, pm.strata, strict=True)):
+                up("den", measure, stratifier, stratum)
+                if numerator:
+                    up("num", measure, stratifier, stratum)
+    return c
+
+
+patient_measures_st = st.builds(
+    PatientMeasures,
+    st.sampled_from(["maintenance", "induction", "not-applicable"]),
+    st.tuples(
+        st.sampled_from(["18-34", "35-64"]),
+        st.sampled_from(["male", "female"]),
+        st.sampled_from(["2054-5", "unknown"]),
+        st.sampled_from(["unknown"]),
+    ),
+    st.lists(
+        st.tuples(st.sampled_from(["moud-coverage", "naloxone", "retention-180"]), st.booleans()),
+        max_size=3,
+        unique_by=lambda t: t[0],
+    ).map(tuple),
+    st.lists(st.sampled_from(["in-pathway", "on-moud"]), max_size=2, unique=True).map(tuple),
+    st.none() | st.integers(0, 400),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pms=st.lists(patient_measures_st, max_size=30), read_at=st.integers(0, 30))
+def test_a_tally_counts_each_patient_whenever_it_is_read(
+    pms: list[PatientMeasures], read_at: int
+) -> None:
+    tally = Tally()
+    for i, pm in enumerate(pms):
+        if i == read_at:
+            tally.get("patients")  # reading in between changes nothing
+        tally.add(pm, PC)
+    tally.note("patients", n=0)
+    expected = {k: v for k, v in _counted_one_by_one(pms).items() if v}
+    assert {k: v for k, v in tally.counts.items() if v} == expected
+    assert Tally.from_json(tally.to_json()).counts == tally.counts
+
+
+def test_a_tally_of_more_kinds_than_it_holds() -> None:
+    pms = [
+        PatientMeasures(
+            "maintenance", (str(i), "male", "2054-5", "unknown"), (("naloxone", True),), (), None
+        )
+        for i in range(MAX_KINDS * 2 + 7)
+    ]
+    tally = Tally()
+    for pm in pms:
+        tally.add(pm, PC)
+    assert len(tally._kinds) < MAX_KINDS  # spread as it went: bounded
+    assert tally.counts == _counted_one_by_one(pms)
