@@ -12,7 +12,8 @@
  * among others, for: anything orjson would refuse (bad syntax, control characters in strings,
  * invalid UTF-8, lone surrogates, an infinite number, trailing data), a top level that is not
  * an object, a member name with an escape (it might spell one of ours), one of our names given
- * twice, a number whose size comes near the double range, nesting deeper than MAX_DEPTH. No
+ * twice, a number whose size comes near the double range, nesting deeper than MAX_DEPTH. A
+ * group's text given before comes back as the same bytes object (see share). No
  * clinical rule is here: which members the first pass needs and what it decides from them stay
  * in Python (pathway.population.firstpass).
  * tests/population/test_firstpass.py compares it with orjson on real and generated lines.
