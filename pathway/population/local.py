@@ -279,16 +279,11 @@ def _reader(paths: Paths) -> FactReader:
     return FactReader(load_config(paths.config_dir, paths.profiles_dir))
 
 
-def reader_filter(paths: Paths, as_of: datetime) -> Callable[[dict[str, Any]], bool]:
-    """The reader's own `may_read` as of the evaluation time: what it refuses is left behind
-    after the first pass (types and codes no rule reads, vital signs older than any rule
-    looks)."""
-    return _reader(paths).first_pass_filter(as_of)
-
-
 def first_pass(paths: Paths, as_of: datetime) -> FirstPass:
-    """How phase 1 reads a line: `reader_filter` in its two steps, fast where the production
-    build's C extension is there (pathway.population.firstpass)."""
+    """How phase 1 reads a line (both engines): the reader's own `may_read` as of the
+    evaluation time (what it refuses is left behind after the first pass: types and codes no
+    rule reads, vital signs older than any rule looks), in its two steps, fast where the
+    production build's C extension is there (pathway.population.firstpass)."""
     reader = _reader(paths)
     return FirstPass(
         reader.first_pass_filter(as_of), reader.first_pass_class(as_of), native_members()

@@ -23,15 +23,16 @@ from typing import Any
 
 import orjson
 
+from pathway.population.firstpass import FirstPass, UnreadableLine
 from pathway.population.local import (
     LocalResult,
     Paths,
     _init_worker,
     evaluate_groups,
-    reader_filter,
+    first_pass,
 )
 from pathway.population.measures import Tally
-from pathway.population.ndjson import medication_key, patient_key, referenced_medication
+from pathway.population.ndjson import referenced_medication
 
 _PAYLOAD = "P"  # (pid, line)
 _MEDICATION = "M"  # (medication key, line)
@@ -40,47 +41,51 @@ _TALLY = "T"  # (tally rows, None)
 
 
 def key_lines(
-    lines: Iterable[str], may_read: Callable[[dict[str, Any]], bool] | None = None
+    lines: Iterable[str], first: FirstPass | None = None
 ) -> Iterator[tuple[str, str, Any]]:
-    """Phase 1 of the plan, per partition: each line -> what it is and its key. A resource
-    `may_read` (the reader's) refuses travels as an empty line: counted, never shuffled whole
-    or parsed again (as in the local engine)."""
+    """Phase 1 of the plan, per partition: each line -> what it is and its key, as the local
+    engine's first pass reads it (`first`, fast where the C extension is built; without one,
+    every line is parsed whole and carried). A resource the reader would make nothing of
+    travels as an empty line: counted, never shuffled whole or parsed again."""
+    read = (first if first is not None else FirstPass(None, None, None)).read
     tally = Tally()
+    n_lines = n_bad = n_resources = n_meds = n_unread = 0  # plain ints in the loop
     for raw in lines:
         line = raw.strip()
         if not line:
             continue
-        tally.note("lines")
+        n_lines += 1
         try:
-            res = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            tally.note("unreadable")
+            data = line.encode()
+            rtype, key, keep = read(data)
+        except (UnicodeEncodeError, UnreadableLine):
+            n_bad += 1
             continue
-        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
-            tally.note("unreadable")
-            continue
-        rtype = res["resourceType"]
-        if rtype == "Medication":
-            key = medication_key(res)
-            if key is None:
-                tally.note("no-patient", rtype)
-            else:
-                tally.note("medications")
-                yield _MEDICATION, key, line
-            continue
-        pid = patient_key(res)
-        if pid is None:
+        if key is None:
             tally.note("no-patient", rtype)
             continue
-        tally.note("resources")
-        if may_read is not None and not may_read(res):
-            tally.note("not-read")
-            yield _PAYLOAD, pid, ""
+        if rtype == "Medication":
+            n_meds += 1
+            yield _MEDICATION, key, line
             continue
-        yield _PAYLOAD, pid, line
-        ref = referenced_medication(res)
+        n_resources += 1
+        if not keep:
+            n_unread += 1
+            yield _PAYLOAD, key, ""
+            continue
+        yield _PAYLOAD, key, line
+        ref = referenced_medication(orjson.loads(data))
         if ref is not None:
-            yield _REFERENCE, ref, pid
+            yield _REFERENCE, ref, key
+    for name, n in (
+        ("lines", n_lines),
+        ("unreadable", n_bad),
+        ("resources", n_resources),
+        ("medications", n_meds),
+        ("not-read", n_unread),
+    ):
+        if n:
+            tally.note(name, n=n)
     yield _TALLY, "", tally.to_json()
 
 
@@ -181,7 +186,7 @@ def _plan(
     tick = progress or (lambda _s, _d, _t: None)
     partitions = max(2 * workers, sc.defaultParallelism)
     lines = sc.textFile(",".join(str(f) for f in files), minPartitions=partitions)
-    keyed = lines.mapPartitions(lambda part: key_lines(part, reader_filter(paths, as_of))).persist(
+    keyed = lines.mapPartitions(lambda part: key_lines(part, first_pass(paths, as_of))).persist(
         storage.MEMORY_AND_DISK
     )
     tally = Tally()

@@ -25,7 +25,8 @@ from pathway.fhir.facts import CLASS_FIELDS, WHEN_FIELDS, FactReader, observed_b
 from pathway.population.buckets import partition_file
 from pathway.population.firstpass import GROUPS, FirstPass, Members, UnreadableLine
 from pathway.population.local import Paths, _reader, first_pass
-from pathway.population.ndjson import PATIENT_FIELDS, patient_key
+from pathway.population.ndjson import PATIENT_FIELDS, patient_key, raw_lines
+from pathway.population.spark import key_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 T = synth.AS_OF
@@ -351,6 +352,37 @@ def test_a_run_reads_the_same_with_and_without_the_extension(
     assert fast_files == whole_files
     assert [(r[0], r[1]) for r in fast_results] == [(r[0], r[1]) for r in whole_results]
     assert sum(1 for f in fast_files.values() if f) > 3
+
+
+def test_the_spark_engine_keys_lines_the_same_with_and_without_the_extension(
+    members: Members, paths: Paths, export_dir: Path
+) -> None:
+    reader = _reader(paths)
+    lines = [line.decode() for f in sorted(export_dir.glob("*.ndjson*")) for line in raw_lines(f)]
+    lines += ["", "  ", "{", "[1]", '{"id":"x"}', '{"resourceType":"Observation"}', "\ud800"]
+    lines += [  # left behind: a type no rule reads, a heart rate older than any rule looks
+        '{"resourceType":"Encounter","subject":{"reference":"Patient/p1"}}',
+        '{"resourceType":"Observation","status":"final","subject":{"reference":"Patient/p1"},'
+        '"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},'
+        '"effectiveDateTime":"2020-01-01T00:00:00Z"}',
+    ]
+    fast = list(
+        key_lines(
+            lines, FirstPass(reader.first_pass_filter(T), reader.first_pass_class(T), members)
+        )
+    )
+    whole = list(key_lines(lines, FirstPass(reader.first_pass_filter(T), None, None)))
+    assert fast == whole
+    kinds = {k for k, _key, _value in fast}
+    assert kinds == {"P", "M", "R", "T"}
+    assert any(k == "P" and v == "" for k, _key, v in fast)  # left behind: an empty payload
+    tally = {tuple(r[:-1]): r[-1] for r in fast[-1][2]}
+    assert tally[("unreadable",)] == 4 and tally[("no-patient", "Observation")] == 1
+    assert tally[("lines",)] == len([x for x in lines if x.strip()])
+    # without a first pass every line is carried
+    carried = list(key_lines(lines))
+    assert not any(k == "P" and v == "" for k, _key, v in carried)
+    assert {(k, key) for k, key, _v in carried} == {(k, key) for k, key, _v in fast}
 
 
 vital = st.fixed_dictionaries(
